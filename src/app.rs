@@ -1,0 +1,109 @@
+//! What `xx` does with its parsed arguments: dispatch a subcommand, or plan and start a launch.
+
+use std::collections::BTreeMap;
+use std::io::Read as _;
+
+use crate::agent::Registry;
+use crate::agent::plan::{self, Context, LaunchRequest};
+use crate::cli::{LaunchArgs, ShellCommand, XxArgs, XxCommand};
+use crate::config::Config;
+use crate::error::Error;
+use crate::paths::Paths;
+use crate::{code, inventory, launch, shell};
+
+/// Run `xx`; returns the exit code for a command that finishes, or never returns for a launch
+/// that execs the agent.
+pub fn run_xx(args: XxArgs) -> Result<i32, Error> {
+    let paths = Paths::from_env();
+    match args.command {
+        Some(XxCommand::Agents) => inventory::print_agents(&paths),
+        Some(XxCommand::Doctor) => inventory::doctor(&paths),
+        Some(XxCommand::Shell {
+            command: ShellCommand::Init { shell },
+        }) => {
+            print!("{}", shell::init_script(shell));
+            Ok(0)
+        }
+        Some(XxCommand::Completions { shell }) => {
+            print!("{}", shell::completion_script(shell));
+            Ok(0)
+        }
+        None => launch_agent(args.launch, &paths),
+    }
+}
+
+fn launch_agent(args: LaunchArgs, paths: &Paths) -> Result<i32, Error> {
+    let Some(code_text) = &args.code else {
+        print!("{}", shell::long_help());
+        return Ok(0);
+    };
+    let config_path = paths.config_file();
+    let config = Config::load(&config_path)?;
+    let registry = Registry::load(&paths.user_agents_dir())?;
+    let code = code::parse(code_text, &registry.letters())?;
+    let spec = registry
+        .by_letter(code.agent)
+        .expect("the parser accepts only registered letters");
+
+    let request = LaunchRequest {
+        code: Some(code),
+        model: args.model.clone(),
+        session: args.session.clone(),
+        prompt: prompt_from(&args)?,
+        profile: args.profile.clone(),
+        extra: args.extra.clone(),
+    };
+    let env: BTreeMap<String, String> = std::env::vars().collect();
+    let ctx = Context {
+        config: &config,
+        config_path: config_path.display().to_string(),
+        files_dir: paths.agent_files_dir(),
+        is_root: nix::unistd::geteuid().is_root(),
+        env: &env,
+    };
+    let plan = plan::build(spec, &request, &ctx)?;
+
+    if args.verbose || args.dry_run {
+        eprintln!(
+            "xx: agent={} code={} route={} model={} profile={} gateway={}",
+            plan.agent,
+            plan.code,
+            code.route.name(),
+            plan.model.as_deref().unwrap_or("(agent default)"),
+            plan.profile.as_deref().unwrap_or("-"),
+            plan.gateway.as_deref().unwrap_or("-"),
+        );
+    }
+    if args.dry_run {
+        print!("{}", launch::render_command(&plan));
+        return Ok(0);
+    }
+    if args.verbose {
+        eprint!("{}", launch::render_command(&plan));
+    }
+    let program = launch::find_program(spec)?;
+    Err(launch::exec(&plan, &program))
+}
+
+/// The prompt comes from exactly one of -p, the words after the code, or --stdin.
+fn prompt_from(args: &LaunchArgs) -> Result<Option<String>, Error> {
+    let sources = [args.prompt.is_some(), !args.words.is_empty(), args.stdin];
+    if sources.iter().filter(|s| **s).count() > 1 {
+        return Err(Error::Usage(
+            "give the prompt one way only: -p <text>, words after the code, or --stdin \
+             (to pass words to the agent itself, put them after --)"
+                .into(),
+        ));
+    }
+    if args.stdin {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .map_err(|e| Error::io("cannot read the prompt from stdin", e))?;
+        return Ok(Some(text.trim_end_matches('\n').to_string()));
+    }
+    if !args.words.is_empty() {
+        return Ok(Some(args.words.join(" ")));
+    }
+    Ok(args.prompt.clone())
+}

@@ -1,0 +1,115 @@
+//! Command-line types for `xx`, and nothing else: raw flags as typed, before any resolution
+//! (that is [`crate::agent::plan`]'s job).
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+const EXAMPLES: &str = "\
+Codes: <agent><mode>[<route>][<tier>]
+  agents  c Claude Code  x Codex  e Gemini CLI  q Qwen Code  o OpenCode  p Pi  h Hermes
+          a Ante  g Antigravity   (`xx agents` lists them with install state)
+  modes   i init  c continue  r resume (picker, or -s <id>)  s session by id (-s)
+          n non-interactive;  I C R = headless (needs a prompt)
+  routes  p proxy (default)  b bypass (gateway, agent keeps its model)  d direct (no gateway)
+  tiers   d n k q named tiers from config;  m best  f free  t tool  r reasoning  v verifier
+          s fast (model-scan kinds);  0-9 profile slots
+
+Examples:
+  xx cip                      Claude Code, new session, through the gateway
+  xx xcpd                     Codex, continue, through the gateway, tier d (DeepSeek)
+  xx cid                      Claude Code straight to Anthropic, inherited redirects removed
+  xx cI -p 'fix the tests'    Claude Code headless
+  xx xR -s <id> explain it    Codex headless, resume session <id>, prompt from the words
+  xx oip -m some/model        OpenCode with an explicit model
+  xx qin -n                   print the Qwen Code command instead of running it
+  xx cip -- --verbose         everything after -- goes to the agent untouched
+
+Exit codes: the agent's own when it runs; 2 bad code, option or config; 127 agent not installed;
+1 any other failure.";
+
+/// `xx`: start any coding agent with the right flags, through the clutch gateway.
+#[derive(Debug, Parser)]
+#[command(
+    name = "xx",
+    version,
+    about = "Start any coding agent with the right flags, through the clutch gateway",
+    after_help = EXAMPLES,
+    args_conflicts_with_subcommands = true,
+    disable_help_subcommand = true
+)]
+pub struct XxArgs {
+    #[command(subcommand)]
+    pub command: Option<XxCommand>,
+    #[command(flatten)]
+    pub launch: LaunchArgs,
+}
+
+/// A launch: the code, its options and what goes to the agent.
+#[derive(Debug, Args, Default)]
+pub struct LaunchArgs {
+    /// The short code, e.g. `cip`.
+    pub code: Option<String>,
+    /// Prompt words, joined with spaces (instead of -p).
+    #[arg(allow_hyphen_values = false)]
+    pub words: Vec<String>,
+    /// Model to use (beats the tier letter).
+    #[arg(short, long, value_name = "MODEL")]
+    pub model: Option<String>,
+    /// Session id, for the `s`, `r` and `R` modes.
+    #[arg(short, long, value_name = "ID")]
+    pub session: Option<String>,
+    /// The prompt (headless modes need one).
+    #[arg(short, long, value_name = "TEXT", allow_hyphen_values = true)]
+    pub prompt: Option<String>,
+    /// Read the prompt from standard input.
+    #[arg(long)]
+    pub stdin: bool,
+    /// Gateway routing profile (the `/p/<profile>` path segment) instead of the agent's own.
+    #[arg(long, value_name = "NAME")]
+    pub profile: Option<String>,
+    /// Print the command instead of running it (secrets masked).
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+    /// Print the resolved plan to stderr before running.
+    #[arg(short, long)]
+    pub verbose: bool,
+    /// Run the agent directly in this terminal, without a session holder.
+    #[arg(long)]
+    pub no_guard: bool,
+    /// Arguments for the agent itself, after `--`.
+    #[arg(last = true, value_name = "AGENT ARGS")]
+    pub extra: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum XxCommand {
+    /// List the agents: letter, installed or not, version, verified or not.
+    Agents,
+    /// Check agents, config, the gateway and which keys are set.
+    Doctor,
+    /// Shell integration: aliases and completion.
+    Shell {
+        #[command(subcommand)]
+        command: ShellCommand,
+    },
+    /// Print the completion script for a shell.
+    Completions {
+        #[arg(value_enum)]
+        shell: Shell,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ShellCommand {
+    /// Print aliases and completion; add `eval "$(xx shell init bash)"` to your rc file.
+    Init {
+        #[arg(value_enum)]
+        shell: Shell,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Shell {
+    Bash,
+    Zsh,
+    Fish,
+}

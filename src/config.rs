@@ -1,0 +1,333 @@
+//! The user's config file (`config.toml` in the config dir) and the TOML rules every
+//! human-edited file follows: unknown keys are rejected with file, line and key name, and
+//! string values may reference `${ENV}` variables, expanded when the file is read.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// Why a config or spec file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{origin}:{line}:{column}: {message}")]
+    Parse {
+        origin: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("{origin}: `{field}` {message}")]
+    Invalid {
+        origin: String,
+        field: String,
+        message: String,
+    },
+}
+
+/// Parse TOML into `T`, turning serde's message into `file:line:column: message`.
+///
+/// The source line is deliberately not echoed: it may hold a key.
+pub fn parse_toml<T: DeserializeOwned>(text: &str, origin: &str) -> Result<T, ConfigError> {
+    toml::from_str(text).map_err(|err| {
+        let (line, column) = match err.span() {
+            Some(span) => line_column(text, span.start),
+            None => (1, 1),
+        };
+        let message = err.message().trim().replace("unknown field", "unknown key");
+        ConfigError::Parse {
+            origin: origin.to_string(),
+            line,
+            column,
+            message: format!("{message} (fix or remove it, then run again)"),
+        }
+    })
+}
+
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    (line, column)
+}
+
+/// A string with `${NAME}` references replaced from the environment when it is read.
+/// A reference to an unset variable is an error that names the variable.
+#[derive(Clone, PartialEq, Eq, Default, Serialize)]
+#[serde(transparent)]
+pub struct EnvString(String);
+
+impl EnvString {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn expand(raw: &str) -> Result<EnvString, String> {
+        let mut out = String::with_capacity(raw.len());
+        let mut rest = raw;
+        while let Some(start) = rest.find("${") {
+            out.push_str(&rest[..start]);
+            let after = &rest[start + 2..];
+            let end = after
+                .find('}')
+                .ok_or_else(|| format!("`${{` without a closing `}}` in `{raw}`"))?;
+            let name = &after[..end];
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(format!("`${{{name}}}` is not a valid variable name"));
+            }
+            match std::env::var(name) {
+                Ok(value) => out.push_str(&value),
+                Err(_) => {
+                    return Err(format!(
+                        "environment variable {name} is not set (referenced as ${{{name}}}); \
+                         export it or remove the reference"
+                    ));
+                }
+            }
+            rest = &after[end + 1..];
+        }
+        out.push_str(rest);
+        Ok(EnvString(out))
+    }
+}
+
+impl<'de> Deserialize<'de> for EnvString {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(deserializer)?;
+        EnvString::expand(&raw).map_err(serde::de::Error::custom)
+    }
+}
+
+impl fmt::Debug for EnvString {
+    // A config string may hold a key once expanded; never print it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("EnvString(..)")
+    }
+}
+
+/// The whole config file. Every section is optional.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub gateway: GatewayConfig,
+    #[serde(default)]
+    pub launcher: LauncherConfig,
+    /// Named tiers `d n k q`: letter -> model.
+    #[serde(default)]
+    pub tiers: BTreeMap<char, EnvString>,
+    /// Model-scan kinds (`best`, `free`, `tool`, `reasoning`, `verifier`, `fast`) -> model,
+    /// used for the `m f t r v s` tier letters.
+    #[serde(default)]
+    pub selectors: BTreeMap<String, EnvString>,
+    /// Slots `0`-`9`: a model, a routing profile, or both.
+    #[serde(default)]
+    pub slots: BTreeMap<char, Slot>,
+    /// Per-agent settings, keyed by agent name.
+    #[serde(default)]
+    pub agents: BTreeMap<String, AgentSettings>,
+}
+
+/// Where the gateway is and how agents authenticate to it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// The base URL agents are pointed at.
+    #[serde(default = "default_gateway_url")]
+    pub url: EnvString,
+    /// The token agents present; `None` means the gateway accepts loopback clients without one.
+    #[serde(default)]
+    pub token: Option<EnvString>,
+    /// Start the gateway when a launch needs it and it is down.
+    #[serde(default = "yes")]
+    pub auto_start: bool,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            url: default_gateway_url(),
+            token: None,
+            auto_start: true,
+        }
+    }
+}
+
+/// How `xx` launches agents.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LauncherConfig {
+    /// Pass each agent its approval-bypass flag.
+    #[serde(default = "yes")]
+    pub bypass: bool,
+    /// Hold interactive agents in a session that survives the terminal.
+    #[serde(default = "yes")]
+    pub guard: bool,
+}
+
+impl Default for LauncherConfig {
+    fn default() -> Self {
+        LauncherConfig {
+            bypass: true,
+            guard: true,
+        }
+    }
+}
+
+/// What a digit slot selects.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Slot {
+    #[serde(default)]
+    pub model: Option<EnvString>,
+    #[serde(default)]
+    pub profile: Option<String>,
+}
+
+/// Per-agent settings.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSettings {
+    /// The gateway profile this agent uses instead of the one in its spec.
+    #[serde(default)]
+    pub profile: Option<String>,
+}
+
+fn default_gateway_url() -> EnvString {
+    EnvString("http://127.0.0.1:8082".into())
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The placeholder key agents send when the gateway has no token configured.
+pub const LOOPBACK_KEY: &str = "clutch-local";
+
+impl Config {
+    /// Read `path`; a missing file is the default config.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Config::default()),
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.display().to_string(),
+                    source,
+                });
+            }
+        };
+        let origin = path.display().to_string();
+        let config: Config = parse_toml(&text, &origin)?;
+        config.check(&origin)?;
+        Ok(config)
+    }
+
+    fn check(&self, origin: &str) -> Result<(), ConfigError> {
+        let invalid = |field: String, message: String| ConfigError::Invalid {
+            origin: origin.to_string(),
+            field,
+            message,
+        };
+        let url = self.gateway.url.as_str();
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(invalid(
+                "gateway.url".into(),
+                format!("must start with http:// or https:// (got `{url}`)"),
+            ));
+        }
+        if let Some(token) = &self.gateway.token
+            && !is_plain_value(token.as_str())
+        {
+            return Err(invalid(
+                "gateway.token".into(),
+                "must be non-empty printable ASCII without spaces or quotes".into(),
+            ));
+        }
+        for letter in self.tiers.keys() {
+            if !matches!(letter, 'd' | 'n' | 'k' | 'q') {
+                return Err(invalid(
+                    format!("tiers.{letter}"),
+                    "is not a named tier letter (use d, n, k or q)".into(),
+                ));
+            }
+        }
+        for kind in self.selectors.keys() {
+            let known = ["best", "free", "tool", "reasoning", "verifier", "fast"];
+            if !known.contains(&kind.as_str()) {
+                return Err(invalid(
+                    format!("selectors.{kind}"),
+                    format!(
+                        "is not a model-scan kind (use one of: {})",
+                        known.join(", ")
+                    ),
+                ));
+            }
+        }
+        for (digit, slot) in &self.slots {
+            if !digit.is_ascii_digit() {
+                return Err(invalid(
+                    format!("slots.{digit}"),
+                    "slots are named 0 to 9".into(),
+                ));
+            }
+            if slot.model.is_none() && slot.profile.is_none() {
+                return Err(invalid(
+                    format!("slots.{digit}"),
+                    "needs `model`, `profile` or both".into(),
+                ));
+            }
+        }
+        let models =
+            self.tiers
+                .iter()
+                .map(|(k, v)| (format!("tiers.{k}"), v))
+                .chain(
+                    self.selectors
+                        .iter()
+                        .map(|(k, v)| (format!("selectors.{k}"), v)),
+                )
+                .chain(self.slots.iter().filter_map(|(k, s)| {
+                    s.model.as_ref().map(|m| (format!("slots.{k}.model"), m))
+                }));
+        for (field, model) in models {
+            check_model_name(model.as_str()).map_err(|why| invalid(field, why))?;
+        }
+        Ok(())
+    }
+
+    /// The key agents present to the gateway.
+    pub fn gateway_key(&self) -> &str {
+        self.gateway
+            .token
+            .as_ref()
+            .map_or(LOOPBACK_KEY, EnvString::as_str)
+    }
+}
+
+/// Printable ASCII with no whitespace or quoting characters: safe to place in env values,
+/// argv, JSON and TOML without escaping.
+pub fn is_plain_value(value: &str) -> bool {
+    !value.is_empty()
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !matches!(b, b'"' | b'\'' | b'\\' | b'`' | b'$'))
+}
+
+/// Model names travel inside JSON, TOML and argv; keep them to what real model ids use.
+pub fn check_model_name(model: &str) -> Result<(), String> {
+    if is_plain_value(model) {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{model}` is not a usable model name (printable, no spaces or quotes)"
+        ))
+    }
+}
