@@ -313,3 +313,78 @@ impl fmt::Display for Code {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const AGENTS: &[(char, &str)] = &[('c', "Claude Code"), ('x', "Codex"), ('h', "Hermes")];
+
+    fn parsed(text: &str) -> Code {
+        parse(text, AGENTS).unwrap_or_else(|e| panic!("{text}: {e}"))
+    }
+
+    #[test]
+    fn v3_codes_keep_their_meaning() {
+        // <AGENT><MODE><ROUTE>[<TIER>]: the third letter is always a route.
+        let code = parsed("cipd");
+        assert_eq!(
+            (code.mode.action, code.route, code.tier),
+            (Action::Init, Route::Proxy, Some(Tier::Named('d')))
+        );
+        assert_eq!(parsed("cid").route, Route::Direct);
+        assert_eq!(parsed("hib").route, Route::Bypass);
+        assert_eq!(
+            parsed("cnp").mode,
+            Mode {
+                action: Action::Init,
+                headless: true
+            }
+        );
+        assert_eq!(parsed("csp").mode.action, Action::Session);
+        assert_eq!(parsed("xcpd").tier, Some(Tier::Named('d')));
+    }
+
+    #[test]
+    fn head_codes_keep_their_meaning() {
+        // <agent><run>[route][model]: route defaults to proxy, case means headless.
+        let code = parsed("ci");
+        assert_eq!((code.route, code.tier), (Route::Proxy, None));
+        let code = parsed("ccf");
+        assert_eq!(
+            (code.mode.action, code.route, code.tier),
+            (
+                Action::Continue,
+                Route::Proxy,
+                Some(Tier::Scan(ScanKind::Free))
+            )
+        );
+        assert_eq!(
+            parsed("cI").mode,
+            Mode {
+                action: Action::Init,
+                headless: true
+            }
+        );
+        assert_eq!(
+            parsed("xR").mode,
+            Mode {
+                action: Action::Resume,
+                headless: true
+            }
+        );
+        assert_eq!(parsed("cip7").tier, Some(Tier::Slot(7)));
+        assert_eq!(parsed("ci7").tier, Some(Tier::Slot(7)));
+        assert_eq!(parsed("cis").tier, Some(Tier::Scan(ScanKind::Fast)));
+    }
+
+    #[test]
+    fn display_is_canonical_and_reparses() {
+        for text in [
+            "cip", "ci", "cipd", "ccf", "cI", "xR", "cnp", "hib", "cid", "cip7",
+        ] {
+            let code = parsed(text);
+            assert_eq!(parsed(&code.to_string()), code, "{text} -> {code}");
+        }
+    }
+}

@@ -155,18 +155,12 @@ impl Run {
             let _ = tx.send(child.wait());
         });
         let status = rx.recv_timeout(self.timeout);
-        if status.is_err() {
-            let _ = nix::sys::signal::killpg(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        } else {
-            // The agent may leave helpers behind in its group; they must not outlive the test.
-            let _ = nix::sys::signal::killpg(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
+        // On a timeout this stops the run; after a normal exit it stops helpers the agent
+        // left behind in its group, which must not outlive the test.
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
         let output = Output {
             code: status
                 .as_ref()

@@ -1,0 +1,418 @@
+//! `xx` as a user meets it: bad codes and options are refused with the valid choices and exit
+//! code 2, a missing agent names its package, config mistakes name file, line and key, the
+//! dry run prints a pasteable command, and a real launch execs the agent (a stand-in script
+//! that records what it was given) with its exit code passed through.
+
+mod support;
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
+
+use support::Clutch;
+
+fn refused(clutch: &Clutch, args: &[&str], expected: &[&str]) {
+    let output = clutch.xx(args).output();
+    assert_eq!(output.code, Some(2), "xx {args:?} must exit 2\n{output}");
+    for text in expected {
+        assert!(
+            output.stderr.contains(text),
+            "xx {args:?}: missing {text:?}\n{output}"
+        );
+    }
+}
+
+#[test]
+fn invalid_codes_list_the_valid_choices() {
+    let clutch = Clutch::new();
+    refused(
+        &clutch,
+        &["zip"],
+        &[
+            "`z` is not an agent letter",
+            "c Claude Code",
+            "e Gemini CLI",
+            "h Hermes",
+        ],
+    );
+    refused(
+        &clutch,
+        &["cz"],
+        &["`z` is not a mode letter", "i init", "C R = headless"],
+    );
+    refused(
+        &clutch,
+        &["c"],
+        &["too short", "agents:", "modes:", "routes:", "tiers:"],
+    );
+    refused(&clutch, &["cipdd"], &["too long"]);
+    refused(
+        &clutch,
+        &["cizz"],
+        &["`z` is not a route letter", "p proxy"],
+    );
+    refused(
+        &clutch,
+        &["ciz"],
+        &["neither a route nor a tier letter", "tiers:"],
+    );
+    refused(&clutch, &["cipz"], &["`z` is not a tier letter", "m best"]);
+    refused(
+        &clutch,
+        &["cibd"],
+        &["tier `d` needs the proxy route", "-m <model>"],
+    );
+    refused(&clutch, &["cidm"], &["tier `m` needs the proxy route"]);
+}
+
+#[test]
+fn invalid_option_combinations_say_what_fits() {
+    let clutch = Clutch::new();
+    refused(
+        &clutch,
+        &["cIp"],
+        &["headless modes need a prompt", "--stdin"],
+    );
+    refused(
+        &clutch,
+        &["cs"],
+        &["mode `s` needs the session id", "xx cs -s <id>"],
+    );
+    refused(
+        &clutch,
+        &["ci", "-s", "abc"],
+        &["-s/--session only goes with a resume mode"],
+    );
+    refused(
+        &clutch,
+        &["cR", "-p", "x"],
+        &["a headless resume needs the session id"],
+    );
+    refused(
+        &clutch,
+        &["cI", "-p", "x", "more", "words"],
+        &["give the prompt one way only"],
+    );
+    refused(
+        &clutch,
+        &["cc", "-p", "x"],
+        &[
+            "a prompt with an interactive continue is not supported",
+            "`cC`",
+        ],
+    );
+    refused(
+        &clutch,
+        &["er"],
+        &["Gemini CLI cannot show a session picker", "xx es -s <id>"],
+    );
+    refused(
+        &clutch,
+        &["hi", "-p", "x"],
+        &["Hermes cannot start an interactive session with a first prompt"],
+    );
+    refused(&clutch, &["ac"], &["Ante cannot continue the last session"]);
+    refused(
+        &clutch,
+        &["cip", "-m", "has space"],
+        &["-m/--model", "not a usable model name"],
+    );
+    refused(
+        &clutch,
+        &["cip", "--profile", "../etc"],
+        &["--profile", "not a profile name"],
+    );
+    refused(
+        &clutch,
+        &["cipd"],
+        &[
+            "tier `d` (a named tier) is not set",
+            "[tiers]",
+            "config.toml",
+        ],
+    );
+    refused(
+        &clutch,
+        &["cipm"],
+        &["tier `m`", "no model-scan snapshot", "[selectors]"],
+    );
+    refused(&clutch, &["cip3"], &["tier `3`", "[slots.3]"]);
+    refused(&clutch, &["cip", "--bogus"], &["--bogus"]);
+}
+
+#[test]
+fn no_arguments_prints_help_with_examples() {
+    let clutch = Clutch::new();
+    let output = clutch.xx(&[]).output();
+    output.assert_ok();
+    assert!(output.stdout.contains("Examples:"), "{output}");
+    assert!(output.stdout.contains("xx cip"), "{output}");
+    let output = clutch.xx(&["--help"]).output();
+    output.assert_ok();
+    assert!(output.stdout.contains("Exit codes:"), "{output}");
+}
+
+#[test]
+fn config_mistakes_name_file_line_and_key() {
+    let clutch = Clutch::new()
+        .config("[gateway]\nurl = \"http://127.0.0.1:9\"\n\n[launcher]\nbypas = false\n");
+    let output = clutch.xx(&["cip", "-n"]).output();
+    assert_eq!(output.code, Some(2), "{output}");
+    assert!(output.stderr.contains("config.toml:5:1"), "{output}");
+    assert!(output.stderr.contains("unknown key `bypas`"), "{output}");
+    assert!(
+        output.stderr.contains("bypass"),
+        "the valid keys are listed: {output}"
+    );
+
+    let clutch = Clutch::new().config("[gateway]\ntoken = \"${CLUTCH_TEST_UNSET_TOKEN}\"\n");
+    let output = clutch.xx(&["cip", "-n"]).output();
+    assert_eq!(output.code, Some(2), "{output}");
+    assert!(output.stderr.contains("config.toml:2"), "{output}");
+    assert!(
+        output.stderr.contains("CLUTCH_TEST_UNSET_TOKEN is not set"),
+        "{output}"
+    );
+
+    let clutch = Clutch::new().config("[tiers]\nx = \"a/b\"\n");
+    let output = clutch.xx(&["cip", "-n"]).output();
+    assert_eq!(output.code, Some(2), "{output}");
+    assert!(
+        output
+            .stderr
+            .contains("`tiers.x` is not a named tier letter"),
+        "{output}"
+    );
+}
+
+#[test]
+fn env_references_expand_and_tokens_stay_masked() {
+    let clutch = Clutch::new()
+        .config("[gateway]\nurl = \"http://127.0.0.1:${GW_PORT}\"\ntoken = \"${GW_TOKEN}\"\n");
+    let output = clutch
+        .xx(&["cip", "-n"])
+        .env("GW_PORT", "9123")
+        .env("GW_TOKEN", "very-secret-token")
+        .output();
+    output.assert_ok();
+    assert!(
+        output
+            .stdout
+            .contains("ANTHROPIC_BASE_URL=http://127.0.0.1:9123/p/claude"),
+        "{output}"
+    );
+    assert!(
+        output.stdout.contains("ANTHROPIC_AUTH_TOKEN='****'"),
+        "{output}"
+    );
+    assert!(
+        !output.stdout.contains("very-secret-token")
+            && !output.stderr.contains("very-secret-token")
+    );
+    assert!(!clutch.state_dir().exists(), "a dry run writes nothing");
+}
+
+#[test]
+fn missing_agent_binary_names_the_package_to_install() {
+    let clutch = Clutch::new();
+    let empty = tempfile::tempdir().unwrap();
+    let output = clutch.xx(&["xip"]).env("PATH", empty.path()).output();
+    assert_eq!(output.code, Some(127), "{output}");
+    assert!(output.stderr.contains("Codex is not installed"), "{output}");
+    assert!(
+        output.stderr.contains("npm install -g @openai/codex"),
+        "{output}"
+    );
+}
+
+/// A stand-in agent: a script that records its argv and environment, then exits 7.
+fn stand_in(clutch: &Clutch) -> std::path::PathBuf {
+    let bin = clutch.workdir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let record = clutch.workdir.path().join("record");
+    let script = format!(
+        "#!/bin/sh\n{{ printf 'argv:'; for a in \"$@\"; do printf ' [%s]' \"$a\"; done; echo; env; }} > '{}'\nexit 7\n",
+        record.display()
+    );
+    let path = bin.join("standin-agent");
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let agents = clutch.clutch_home.path().join("config/agents");
+    std::fs::create_dir_all(&agents).unwrap();
+    let spec = include_str!("../agents/claude.toml")
+        .replace("binary = \"claude\"", "binary = \"standin-agent\"");
+    std::fs::write(agents.join("claude.toml"), spec).unwrap();
+    bin
+}
+
+fn path_with(dir: &Path) -> String {
+    format!(
+        "{}:{}",
+        dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
+#[test]
+fn a_launch_execs_the_agent_with_its_plan_and_passes_the_exit_code_through() {
+    let clutch =
+        Clutch::new().config("[gateway]\nurl = \"http://127.0.0.1:9\"\nauto_start = false\n");
+    let bin = stand_in(&clutch);
+    let output = clutch
+        .xx(&["cIp", "--stdin", "--", "--extra", "two words"])
+        .env("PATH", path_with(&bin))
+        .env("IS_SANDBOX", "1")
+        .env("ANTHROPIC_API_KEY", "sk-real-user-key")
+        .env("NO_PROXY", "corp.example")
+        .stdin("prompt from stdin\n")
+        .output();
+    assert_eq!(
+        output.code,
+        Some(7),
+        "the agent's exit code is xx's\n{output}"
+    );
+    let record = std::fs::read_to_string(clutch.workdir.path().join("record")).unwrap();
+    let settings = clutch
+        .state_dir()
+        .join("agent-files/claude/settings-claude.json");
+    assert!(
+        record.starts_with(&format!(
+            "argv: [--dangerously-skip-permissions] [--settings] [{}] [--extra] [two words] [-p] [prompt from stdin]\n",
+            settings.display()
+        )),
+        "{record}"
+    );
+    assert!(
+        record.contains("\nANTHROPIC_BASE_URL=http://127.0.0.1:9/p/claude\n"),
+        "{record}"
+    );
+    assert!(
+        record.contains("\nNO_PROXY=corp.example,127.0.0.1,localhost,::1\n"),
+        "{record}"
+    );
+    assert!(
+        !record.contains("sk-real-user-key"),
+        "the user's real key must not reach the gateway route"
+    );
+    let mode = std::fs::metadata(&settings).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "a file holding the gateway key is private");
+    let dir_mode = std::fs::metadata(settings.parent().unwrap())
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(dir_mode, 0o700);
+    let contents = std::fs::read_to_string(&settings).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&contents).unwrap();
+    assert_eq!(
+        json["env"]["ANTHROPIC_BASE_URL"],
+        "http://127.0.0.1:9/p/claude"
+    );
+    assert!(
+        !clutch.user_home.path().join(".claude").exists(),
+        "the user's agent config is never touched"
+    );
+}
+
+#[test]
+fn the_direct_route_removes_inherited_redirects() {
+    let clutch = Clutch::new();
+    let bin = stand_in(&clutch);
+    let output = clutch
+        .xx(&["cid"])
+        .env("PATH", path_with(&bin))
+        .env("IS_SANDBOX", "1")
+        .env("ANTHROPIC_BASE_URL", "http://somewhere.example")
+        .env("OPENAI_BASE_URL", "http://somewhere.example/v1")
+        .env("ANTHROPIC_API_KEY", "sk-user-key")
+        .output();
+    assert_eq!(output.code, Some(7), "{output}");
+    let record = std::fs::read_to_string(clutch.workdir.path().join("record")).unwrap();
+    assert!(
+        record.starts_with("argv: [--dangerously-skip-permissions]\n"),
+        "{record}"
+    );
+    assert!(!record.contains("BASE_URL="), "{record}");
+    assert!(
+        record.contains("\nANTHROPIC_API_KEY=sk-user-key\n"),
+        "direct keeps the user's own key"
+    );
+}
+
+#[test]
+fn root_refusal_is_explained_before_the_agent_starts() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: only meaningful as root");
+        return;
+    }
+    let clutch = Clutch::new();
+    let bin = stand_in(&clutch);
+    let output = clutch.xx(&["cid"]).env("PATH", path_with(&bin)).output();
+    assert_eq!(output.code, Some(7), "{output}");
+    assert!(
+        output
+            .stderr
+            .contains("refuses `--dangerously-skip-permissions` when run as root"),
+        "{output}"
+    );
+    let record = std::fs::read_to_string(clutch.workdir.path().join("record")).unwrap();
+    assert!(record.starts_with("argv:\n"), "{record}");
+}
+
+#[test]
+fn agents_lists_every_letter_with_its_spec_state() {
+    let clutch = Clutch::new();
+    let output = clutch
+        .xx(&["agents"])
+        .timeout(std::time::Duration::from_secs(60))
+        .output();
+    output.assert_ok();
+    for (letter, name) in [
+        ('c', "claude"),
+        ('x', "codex"),
+        ('e', "gemini"),
+        ('q', "qwen"),
+        ('o', "opencode"),
+        ('p', "pi"),
+        ('h', "hermes"),
+        ('a', "ante"),
+        ('g', "antigravity"),
+    ] {
+        let line = output
+            .stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("{letter} ")))
+            .unwrap_or_else(|| panic!("no line for {letter}\n{output}"));
+        assert!(line.contains(name), "{line}");
+        let installed = which::which(if name == "antigravity" { "agy" } else { name }).is_ok();
+        assert_eq!(line.contains(" not installed "), !installed, "{line}");
+        if matches!(name, "ante" | "antigravity") {
+            assert!(line.ends_with("unverified"), "{line}");
+        } else {
+            assert!(line.contains("verified on "), "{line}");
+        }
+    }
+}
+
+#[test]
+fn doctor_reports_keys_by_name_only() {
+    let clutch = Clutch::new().config("[gateway]\nurl = \"http://127.0.0.1:9\"\n");
+    let output = clutch
+        .xx(&["doctor"])
+        .env("OPENROUTER_API_KEY", "sk-or-secret-value")
+        .timeout(std::time::Duration::from_secs(60))
+        .output();
+    assert!(
+        output.stdout.contains("OPENROUTER_API_KEY: set"),
+        "{output}"
+    );
+    assert!(
+        output.stdout.contains("OPENAI_API_KEY: not set"),
+        "{output}"
+    );
+    assert!(!output.stdout.contains("sk-or-secret-value"));
+    assert!(
+        output.stdout.contains("http://127.0.0.1:9/health: down"),
+        "{output}"
+    );
+    assert!(output.stdout.contains("config.toml: valid"), "{output}");
+}
