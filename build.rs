@@ -1,4 +1,4 @@
-//! Embeds the data directories (`agents/`) so the binary works on its own and
+//! Embeds the data directories (`agents/`, `profiles/`) so the binary works on its own and
 //! adding a file there needs no Rust change.
 
 use std::fmt::Write as _;
@@ -7,7 +7,10 @@ use std::path::Path;
 fn main() {
     let out_dir = std::env::var("OUT_DIR").expect("cargo sets OUT_DIR");
     let mut code = String::new();
-    for (dir, constant) in [("agents", "BUILTIN_AGENTS")] {
+    for (dir, constant) in [
+        ("agents", "BUILTIN_AGENTS"),
+        ("profiles", "BUILTIN_PROFILES"),
+    ] {
         println!("cargo:rerun-if-changed={dir}");
         let mut files: Vec<_> = std::fs::read_dir(dir)
             .map(|entries| entries.filter_map(Result::ok).map(|e| e.path()).collect())

@@ -24,6 +24,9 @@ pub fn run_xx(args: XxArgs) -> Result<i32, Error> {
             print!("{}", shell::init_script(shell));
             Ok(0)
         }
+        Some(XxCommand::Gateway { listen }) => {
+            crate::gateway::run_foreground(&paths, listen.as_deref())
+        }
         Some(XxCommand::Completions { shell }) => {
             print!("{}", shell::completion_script(shell));
             Ok(0)

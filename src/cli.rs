@@ -91,6 +91,12 @@ pub enum XxCommand {
         #[command(subcommand)]
         command: ShellCommand,
     },
+    /// Run the gateway in the foreground (Ctrl-C stops it).
+    Gateway {
+        /// Address to listen on instead of the one in gateway.url.
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<String>,
+    },
     /// Print the completion script for a shell.
     Completions {
         #[arg(value_enum)]

@@ -133,6 +133,64 @@ pub struct Config {
     /// Per-agent settings, keyed by agent name.
     #[serde(default)]
     pub agents: BTreeMap<String, AgentSettings>,
+    /// Model providers the gateway sends requests to, keyed by name.
+    #[serde(default)]
+    pub providers: BTreeMap<String, ProviderConfig>,
+}
+
+/// One upstream model provider.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// The API root: `…/v1` for `chat` and `responses`, without `/v1` for `anthropic`,
+    /// without `/v1beta` for `gemini` (each SDK's own convention).
+    pub base_url: EnvString,
+    /// The protocol it speaks.
+    pub format: crate::agent::Protocol,
+    /// One key, or several in `api_keys` (rotated on rate limits).
+    #[serde(default)]
+    pub api_key: Option<EnvString>,
+    #[serde(default)]
+    pub api_keys: Vec<EnvString>,
+    /// The name of an environment variable holding the key; unset means no key.
+    #[serde(default)]
+    pub key_env: Option<String>,
+    /// Extra headers sent with every request.
+    #[serde(default)]
+    pub headers: BTreeMap<String, EnvString>,
+    /// Models it serves, with their context windows.
+    #[serde(default)]
+    pub models: BTreeMap<String, ModelInfo>,
+}
+
+impl ProviderConfig {
+    /// The keys to use, in order: `api_key`, `api_keys`, then `key_env` if set.
+    pub fn keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self
+            .api_key
+            .iter()
+            .chain(&self.api_keys)
+            .map(|k| k.as_str().to_string())
+            .collect();
+        if let Some(var) = &self.key_env
+            && let Ok(value) = std::env::var(var)
+            && !value.is_empty()
+        {
+            keys.push(value);
+        }
+        keys.retain(|k| !k.is_empty());
+        keys.dedup();
+        keys
+    }
+}
+
+/// What the gateway knows about one model.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelInfo {
+    /// Tokens of context the model accepts.
+    #[serde(default)]
+    pub context_window: Option<u64>,
 }
 
 /// Where the gateway is and how agents authenticate to it.
@@ -148,6 +206,24 @@ pub struct GatewayConfig {
     /// Start the gateway when a launch needs it and it is down.
     #[serde(default = "yes")]
     pub auto_start: bool,
+    /// Largest request body accepted, in bytes; larger ones get a 413 in the caller's shape.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    /// Seconds to establish an upstream connection.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_secs: u64,
+    /// Seconds until the upstream's response headers (and, for streams, first event).
+    #[serde(default = "default_first_byte_timeout")]
+    pub first_byte_timeout_secs: u64,
+    /// Seconds of silence allowed between stream events.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout_secs: u64,
+    /// Seconds a whole request may take.
+    #[serde(default = "default_total_timeout")]
+    pub total_timeout_secs: u64,
+    /// Client addresses allowed besides loopback (needs `token`).
+    #[serde(default)]
+    pub allow: Vec<std::net::IpAddr>,
 }
 
 impl Default for GatewayConfig {
@@ -156,6 +232,12 @@ impl Default for GatewayConfig {
             url: default_gateway_url(),
             token: None,
             auto_start: true,
+            max_body_bytes: default_max_body(),
+            connect_timeout_secs: default_connect_timeout(),
+            first_byte_timeout_secs: default_first_byte_timeout(),
+            idle_timeout_secs: default_idle_timeout(),
+            total_timeout_secs: default_total_timeout(),
+            allow: Vec::new(),
         }
     }
 }
@@ -208,6 +290,26 @@ fn yes() -> bool {
     true
 }
 
+fn default_max_body() -> usize {
+    32 * 1024 * 1024
+}
+
+fn default_connect_timeout() -> u64 {
+    10
+}
+
+fn default_first_byte_timeout() -> u64 {
+    300
+}
+
+fn default_idle_timeout() -> u64 {
+    300
+}
+
+fn default_total_timeout() -> u64 {
+    3600
+}
+
 /// The placeholder key agents send when the gateway has no token configured.
 pub const LOOPBACK_KEY: &str = "clutch-local";
 
@@ -249,6 +351,27 @@ impl Config {
             return Err(invalid(
                 "gateway.token".into(),
                 "must be non-empty printable ASCII without spaces or quotes".into(),
+            ));
+        }
+        for (name, provider) in &self.providers {
+            let url = provider.base_url.as_str();
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(invalid(
+                    format!("providers.{name}.base_url"),
+                    format!("must start with http:// or https:// (got `{url}`)"),
+                ));
+            }
+            if name.contains('|') {
+                return Err(invalid(
+                    format!("providers.{name}"),
+                    "a provider name cannot contain `|`".into(),
+                ));
+            }
+        }
+        if !self.gateway.allow.is_empty() && self.gateway.token.is_none() {
+            return Err(invalid(
+                "gateway.allow".into(),
+                "lets other machines in, so `gateway.token` must be set too".into(),
             ));
         }
         for letter in self.tiers.keys() {
@@ -304,6 +427,40 @@ impl Config {
     }
 
     /// The key agents present to the gateway.
+    /// The built-in providers (each replaced by a user entry of the same name) plus the
+    /// user's own.
+    pub fn all_providers(&self) -> BTreeMap<String, ProviderConfig> {
+        let mut all = BTreeMap::new();
+        all.insert(
+            "openrouter".to_string(),
+            ProviderConfig {
+                base_url: EnvString("https://openrouter.ai/api/v1".into()),
+                format: crate::agent::Protocol::Chat,
+                api_key: None,
+                api_keys: Vec::new(),
+                key_env: Some("OPENROUTER_API_KEY".into()),
+                headers: BTreeMap::new(),
+                models: BTreeMap::new(),
+            },
+        );
+        all.insert(
+            "local".to_string(),
+            ProviderConfig {
+                base_url: EnvString("http://127.0.0.1:11434/v1".into()),
+                format: crate::agent::Protocol::Chat,
+                api_key: None,
+                api_keys: Vec::new(),
+                key_env: None,
+                headers: BTreeMap::new(),
+                models: BTreeMap::new(),
+            },
+        );
+        for (name, provider) in &self.providers {
+            all.insert(name.clone(), provider.clone());
+        }
+        all
+    }
+
     pub fn gateway_key(&self) -> &str {
         self.gateway
             .token

@@ -10,6 +10,7 @@ pub mod code;
 pub mod config;
 mod embedded;
 pub mod error;
+pub mod gateway;
 pub mod inventory;
 pub mod launch;
 pub mod paths;

@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 pub mod fake_upstream;
+pub mod gateway;
 
 use std::io::{Read as _, Write as _};
 use std::os::unix::process::CommandExt as _;

@@ -1,0 +1,262 @@
+//! The gateway: a local HTTP server that speaks every agent's API and sends each request to
+//! the provider its routing profile picks. [`serve`] takes a listener and a shutdown future,
+//! so tests bind port 0; `xx gateway` runs it in the foreground.
+
+pub mod ir;
+pub mod proto;
+pub mod route;
+pub mod server;
+pub mod sse;
+pub mod upstream;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::http::HeaderMap;
+use serde_json::{Value, json};
+
+use crate::config::{Config, ConfigError, ProviderConfig};
+use crate::error::Error;
+use crate::paths::Paths;
+use ir::{ApiError, ErrorKind};
+use proto::Protocol;
+use upstream::{Provider, Timeouts};
+
+/// Everything a request handler needs, shared by all requests.
+pub struct Gateway {
+    pub providers: BTreeMap<String, Provider>,
+    pub provider_configs: BTreeMap<String, ProviderConfig>,
+    pub profiles: route::Profiles,
+    pub client: reqwest::Client,
+    pub timeouts: Timeouts,
+    pub max_body: usize,
+    token: Option<String>,
+    allow: Vec<IpAddr>,
+    started: Instant,
+}
+
+impl Gateway {
+    /// Build from the config and the profiles in `paths`; every reference is checked here so
+    /// a mistake fails at start-up, not on the first request.
+    pub fn new(config: &Config, paths: &Paths) -> Result<Gateway, ConfigError> {
+        let provider_configs = config.all_providers();
+        let mut providers = BTreeMap::new();
+        for (name, provider) in &provider_configs {
+            let ready = Provider::new(name, provider).map_err(|message| ConfigError::Invalid {
+                origin: paths.config_file().display().to_string(),
+                field: format!("providers.{name}"),
+                message,
+            })?;
+            providers.insert(name.clone(), ready);
+        }
+        let profiles = route::Profiles::load(&paths.user_profiles_dir())?;
+        profiles.check(&provider_configs)?;
+        Ok(Gateway {
+            providers,
+            provider_configs,
+            profiles,
+            client: upstream::client(&config.gateway),
+            timeouts: Timeouts::from_config(&config.gateway),
+            max_body: config.gateway.max_body_bytes,
+            token: config
+                .gateway
+                .token
+                .as_ref()
+                .map(|t| t.as_str().to_string()),
+            allow: config.gateway.allow.clone(),
+            started: Instant::now(),
+        })
+    }
+
+    /// Loopback clients are always let in; others must be allowed and present the token.
+    pub fn authorize(
+        &self,
+        peer: SocketAddr,
+        headers: &HeaderMap,
+        query: Option<&str>,
+    ) -> Result<(), ApiError> {
+        if peer.ip().is_loopback() {
+            return Ok(());
+        }
+        if !self.allow.contains(&peer.ip()) {
+            return Err(ApiError::new(
+                ErrorKind::Permission,
+                format!("{} is not in gateway.allow", peer.ip()),
+            ));
+        }
+        let presented = headers
+            .get("x-api-key")
+            .or(headers.get("x-goog-api-key"))
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+            .or_else(|| {
+                headers
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("Bearer "))
+                    .map(str::to_string)
+            })
+            .or_else(|| {
+                query.and_then(|q| {
+                    q.split('&')
+                        .find_map(|kv| kv.strip_prefix("key=").map(str::to_string))
+                })
+            });
+        match (&self.token, presented) {
+            (Some(token), Some(presented)) if *token == presented => Ok(()),
+            _ => Err(ApiError::new(
+                ErrorKind::Authentication,
+                "the gateway token is missing or wrong",
+            )),
+        }
+    }
+
+    pub fn health(&self) -> Value {
+        json!({
+            "status": "ok",
+            "service": "clutch-gateway",
+            "version": env!("CARGO_PKG_VERSION"),
+            "pid": std::process::id(),
+            "uptime_secs": self.started.elapsed().as_secs(),
+        })
+    }
+
+    /// The models this gateway can route to by name, in the caller's listing shape.
+    pub fn model_list(&self, protocol: Protocol) -> Value {
+        let mut ids: Vec<String> = Vec::new();
+        for (_, profile) in self.profiles.iter() {
+            ids.extend(profile.model_map.keys().cloned());
+            ids.extend(profile.tiers.values().map(|t| t.model.clone()));
+        }
+        for (name, provider) in &self.provider_configs {
+            ids.extend(provider.models.keys().map(|m| format!("{name}|{m}")));
+        }
+        ids.sort();
+        ids.dedup();
+        match protocol {
+            Protocol::Anthropic => json!({
+                "data": ids.iter().map(|id| json!({"type": "model", "id": id, "display_name": id, "created_at": "1970-01-01T00:00:00Z"})).collect::<Vec<_>>(),
+                "has_more": false, "first_id": ids.first(), "last_id": ids.last(),
+            }),
+            Protocol::Gemini => json!({
+                "models": ids.iter().map(|id| json!({"name": format!("models/{id}"), "displayName": id,
+                    "supportedGenerationMethods": ["generateContent", "streamGenerateContent", "countTokens"]})).collect::<Vec<_>>(),
+            }),
+            Protocol::Chat | Protocol::Responses => json!({
+                "object": "list",
+                "data": ids.iter().map(|id| json!({"id": id, "object": "model", "created": 0, "owned_by": "clutch"})).collect::<Vec<_>>(),
+            }),
+        }
+    }
+}
+
+/// Serve on `listener` until `shutdown` completes.
+pub async fn serve(
+    gateway: Arc<Gateway>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = axum::Router::new()
+        .fallback(server::handle)
+        .with_state(gateway);
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}
+
+/// The address to listen on: `--listen`, else the host and port of `gateway.url`.
+pub fn listen_address(config: &Config, listen: Option<&str>) -> Result<SocketAddr, Error> {
+    let text = match listen {
+        Some(text) => text.to_string(),
+        None => {
+            let url = reqwest::Url::parse(config.gateway.url.as_str()).map_err(|e| {
+                Error::Usage(format!(
+                    "gateway.url `{}` is not a URL: {e}",
+                    config.gateway.url.as_str()
+                ))
+            })?;
+            let host = url.host_str().unwrap_or("127.0.0.1");
+            let host = if host == "localhost" {
+                "127.0.0.1"
+            } else {
+                host.trim_start_matches('[').trim_end_matches(']')
+            };
+            let port = url.port_or_known_default().unwrap_or(8082);
+            match host.parse::<IpAddr>() {
+                Ok(ip) => SocketAddr::new(ip, port).to_string(),
+                Err(_) => {
+                    return Err(Error::Usage(format!(
+                        "gateway.url host `{host}` must be an IP address or localhost"
+                    )));
+                }
+            }
+        }
+    };
+    let addr: SocketAddr = text.parse().map_err(|_| {
+        Error::Usage(format!(
+            "--listen `{text}` is not an address like 127.0.0.1:8082"
+        ))
+    })?;
+    if !addr.ip().is_loopback()
+        && (config.gateway.token.is_none() || config.gateway.allow.is_empty())
+    {
+        return Err(Error::Usage(format!(
+            "refusing to listen on {addr}: a non-loopback address needs gateway.token and gateway.allow in the config"
+        )));
+    }
+    Ok(addr)
+}
+
+/// `xx gateway`: serve in the foreground until Ctrl-C or SIGTERM.
+pub fn run_foreground(paths: &Paths, listen: Option<&str>) -> Result<i32, Error> {
+    let config = Config::load(&paths.config_file())?;
+    let addr = listen_address(&config, listen)?;
+    let gateway = Arc::new(Gateway::new(&config, paths)?);
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CLUTCH_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("cannot start the async runtime", e))?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+            Error::io(
+                format!("cannot listen on {addr} (is another gateway running? `proxies status`)"),
+                e,
+            )
+        })?;
+        tracing::info!(%addr, "clutch gateway listening");
+        serve(gateway, listener, shutdown_signal())
+            .await
+            .map_err(|e| Error::io("the gateway stopped", e))
+    })?;
+    Ok(0)
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let term = async {
+        match term.as_mut() {
+            Some(term) => {
+                term.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+}

@@ -1,0 +1,867 @@
+//! OpenAI Chat Completions (`/v1/chat/completions`): what Qwen Code, OpenCode, Pi and Hermes
+//! speak, and what most cheap providers serve.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use serde_json::{Map, Value, json};
+
+use super::json::{self, arguments_text};
+use super::{StreamDecoder, StreamEncoder};
+use crate::gateway::ir::{
+    self, ApiError, ErrorKind, ImageSource, Message, Part, Reasoning, Role, StopReason,
+    StreamEvent, Tool, ToolCall, ToolChoice, ToolKind, ToolResult, Usage,
+};
+use crate::gateway::sse;
+
+/// The schema a freeform (custom) tool gets when it must be offered as a function.
+pub fn custom_tool_schema() -> Value {
+    json!({"type": "object", "properties": {"input": {"type": "string", "description": "The raw input for the tool."}}, "required": ["input"]})
+}
+
+/// A custom tool's raw input, from function arguments `{"input": "..."}`.
+pub fn custom_input(arguments: &str) -> String {
+    match serde_json::from_str::<Value>(arguments) {
+        Ok(v) => match v.get("input") {
+            Some(Value::String(s)) => s.clone(),
+            Some(other) => other.to_string(),
+            None => arguments.to_string(),
+        },
+        Err(_) => arguments.to_string(),
+    }
+}
+
+// ---------------------------------------------------------------- requests
+
+pub fn decode_request(body: &[u8]) -> Result<ir::Request, ApiError> {
+    let v = json::parse(body)?;
+    let mut request = ir::Request {
+        model: json::req_str(&v, "model", "")?.to_string(),
+        max_tokens: json::u64_at(&v, "max_completion_tokens", "")?.or(json::u64_at(
+            &v,
+            "max_tokens",
+            "",
+        )?),
+        temperature: json::f64_at(&v, "temperature", "")?,
+        top_p: json::f64_at(&v, "top_p", "")?,
+        stop: json::strings_at(&v, "stop", "")?,
+        stream: json::bool_at(&v, "stream", "")?.unwrap_or(false),
+        parallel_tool_calls: json::bool_at(&v, "parallel_tool_calls", "")?,
+        stream_usage: v
+            .pointer("/stream_options/include_usage")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        ..Default::default()
+    };
+    let mut names: HashMap<String, String> = HashMap::new();
+    let mut seen_conversation = false;
+    for (i, message) in json::array_at(&v, "messages", "")?.iter().enumerate() {
+        let path = format!("messages[{i}].");
+        let role = json::req_str(message, "role", &path)?;
+        match role {
+            "system" | "developer" => {
+                let text = text_of(message.get("content"), &format!("{path}content"))?;
+                if seen_conversation {
+                    request.messages.push(Message {
+                        role: Role::System,
+                        parts: vec![Part::Text { text }],
+                    });
+                } else {
+                    request.system.push(text);
+                }
+            }
+            "user" => {
+                seen_conversation = true;
+                let parts = decode_user_content(message.get("content"), &format!("{path}content"))?;
+                request.messages.push(Message {
+                    role: Role::User,
+                    parts,
+                });
+            }
+            "assistant" => {
+                seen_conversation = true;
+                let mut parts = Vec::new();
+                for key in ["reasoning_content", "reasoning"] {
+                    if let Some(text) = json::str_at(message, key, &path)?.filter(|t| !t.is_empty())
+                    {
+                        parts.push(Part::Thinking {
+                            text: text.to_string(),
+                            signature: None,
+                        });
+                        break;
+                    }
+                }
+                match message.get("content") {
+                    None | Some(Value::Null) => {}
+                    content => {
+                        let text = text_of(content, &format!("{path}content"))?;
+                        if !text.is_empty() {
+                            parts.push(Part::Text { text });
+                        }
+                    }
+                }
+                for (j, call) in json::array_at(message, "tool_calls", &path)?
+                    .iter()
+                    .enumerate()
+                {
+                    let at = format!("{path}tool_calls[{j}].");
+                    let function = call
+                        .get("function")
+                        .ok_or_else(|| ApiError::invalid(format!("{at}function: required")))?;
+                    let id = json::req_str(call, "id", &at)?.to_string();
+                    let name =
+                        json::req_str(function, "name", &format!("{at}function."))?.to_string();
+                    names.insert(id.clone(), name.clone());
+                    parts.push(Part::ToolCall(ToolCall {
+                        id,
+                        name,
+                        arguments: arguments_text(function.get("arguments")),
+                        kind: ToolKind::Function,
+                    }));
+                }
+                request.messages.push(Message {
+                    role: Role::Assistant,
+                    parts,
+                });
+            }
+            "tool" | "function" => {
+                let call_id = json::str_at(message, "tool_call_id", &path)?
+                    .or(json::str_at(message, "name", &path)?)
+                    .ok_or_else(|| ApiError::invalid(format!("{path}tool_call_id: required")))?
+                    .to_string();
+                let content =
+                    decode_user_content(message.get("content"), &format!("{path}content"))?;
+                let result = Part::ToolResult(ToolResult {
+                    name: names.get(&call_id).cloned(),
+                    call_id,
+                    content,
+                    is_error: false,
+                });
+                // Consecutive tool messages answer one assistant turn: keep them together.
+                match request.messages.last_mut() {
+                    Some(last)
+                        if last.role == Role::User
+                            && last.parts.iter().all(|p| matches!(p, Part::ToolResult(_))) =>
+                    {
+                        last.parts.push(result)
+                    }
+                    _ => request.messages.push(Message {
+                        role: Role::User,
+                        parts: vec![result],
+                    }),
+                }
+            }
+            other => {
+                return Err(ApiError::invalid(format!(
+                    "{path}role: unknown role `{other}`"
+                )));
+            }
+        }
+    }
+    for (i, tool) in json::array_at(&v, "tools", "")?.iter().enumerate() {
+        let path = format!("tools[{i}].");
+        match json::str_at(tool, "type", &path)? {
+            Some("function") | None => {
+                let f = tool
+                    .get("function")
+                    .ok_or_else(|| ApiError::invalid(format!("{path}function: required")))?;
+                let at = format!("{path}function.");
+                request.tools.push(Tool {
+                    name: json::req_str(f, "name", &at)?.to_string(),
+                    description: json::str_at(f, "description", &at)?.map(str::to_string),
+                    parameters: f
+                        .get("parameters")
+                        .cloned()
+                        .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
+                    kind: ToolKind::Function,
+                    namespace: None,
+                });
+            }
+            Some("custom") => {
+                let c = tool.get("custom").unwrap_or(tool);
+                request.tools.push(Tool {
+                    name: json::req_str(c, "name", &path)?.to_string(),
+                    description: json::str_at(c, "description", &path)?.map(str::to_string),
+                    parameters: custom_tool_schema(),
+                    kind: ToolKind::Custom,
+                    namespace: None,
+                });
+            }
+            Some(_) => {}
+        }
+    }
+    request.tool_choice = match v.get("tool_choice") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(match s.as_str() {
+            "none" => ToolChoice::None,
+            "required" => ToolChoice::Required,
+            _ => ToolChoice::Auto,
+        }),
+        Some(obj) => Some(ToolChoice::Tool(
+            obj.pointer("/function/name")
+                .and_then(Value::as_str)
+                .ok_or_else(|| ApiError::invalid("tool_choice.function.name: required"))?
+                .to_string(),
+        )),
+    };
+    let effort = json::str_at(&v, "reasoning_effort", "")?
+        .map(str::to_string)
+        .or_else(|| {
+            v.pointer("/reasoning/effort")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        });
+    let budget = v.pointer("/reasoning/max_tokens").and_then(Value::as_u64);
+    if effort.is_some() || budget.is_some() {
+        request.reasoning = Some(Reasoning {
+            effort,
+            budget_tokens: budget,
+        });
+    }
+    if let Some(schema) = v.pointer("/response_format/json_schema/schema") {
+        request.json_schema = Some(schema.clone());
+    }
+    Ok(request)
+}
+
+/// Text of a string-or-parts content field.
+fn text_of(content: Option<&Value>, path: &str) -> Result<String, ApiError> {
+    let parts = decode_user_content(content, path)?;
+    Ok(parts
+        .iter()
+        .filter_map(|p| match p {
+            Part::Text { text } => Some(text.as_str()),
+            _ => None,
+        })
+        .collect::<Vec<_>>()
+        .join("\n"))
+}
+
+fn decode_user_content(content: Option<&Value>, path: &str) -> Result<Vec<Part>, ApiError> {
+    match content {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::String(s)) => Ok(vec![Part::Text { text: s.clone() }]),
+        Some(Value::Array(items)) => {
+            let mut parts = Vec::new();
+            for (i, item) in items.iter().enumerate() {
+                let at = format!("{path}[{i}].");
+                match json::str_at(item, "type", &at)? {
+                    Some("text") | Some("input_text") | Some("output_text") => {
+                        parts.push(Part::Text {
+                            text: json::req_str(item, "text", &at)?.to_string(),
+                        })
+                    }
+                    Some("image_url") => {
+                        let url = match item.get("image_url") {
+                            Some(Value::String(s)) => s.as_str(),
+                            Some(obj) => json::req_str(obj, "url", &format!("{at}image_url."))?,
+                            None => {
+                                return Err(ApiError::invalid(format!("{at}image_url: required")));
+                            }
+                        };
+                        parts.push(Part::Image {
+                            source: ImageSource::from_url(url),
+                        });
+                    }
+                    _ => {}
+                }
+            }
+            Ok(parts)
+        }
+        Some(_) => Err(ApiError::invalid(format!(
+            "{path}: expected a string or a list of parts"
+        ))),
+    }
+}
+
+pub fn encode_request(request: &ir::Request, model: &str) -> Value {
+    let mut out = Map::new();
+    out.insert("model".into(), json!(model));
+    let mut messages: Vec<Value> = Vec::new();
+    if !request.system.is_empty() {
+        messages.push(json!({"role": "system", "content": request.system.join("\n\n")}));
+    }
+    for message in &request.messages {
+        match message.role {
+            Role::System => {
+                let text = joined_text(&message.parts);
+                if !text.is_empty() {
+                    messages.push(json!({"role": "system", "content": text}));
+                }
+            }
+            Role::User => encode_user(&message.parts, &mut messages),
+            Role::Assistant => {
+                let mut msg = Map::new();
+                msg.insert("role".into(), json!("assistant"));
+                let text = joined_text(&message.parts);
+                msg.insert(
+                    "content".into(),
+                    if text.is_empty() {
+                        Value::Null
+                    } else {
+                        json!(text)
+                    },
+                );
+                let thinking: Vec<&str> = message
+                    .parts
+                    .iter()
+                    .filter_map(|p| match p {
+                        Part::Thinking { text, .. } if !text.is_empty() => Some(text.as_str()),
+                        _ => None,
+                    })
+                    .collect();
+                if !thinking.is_empty() {
+                    msg.insert("reasoning_content".into(), json!(thinking.join("\n")));
+                }
+                let calls: Vec<Value> = message
+                    .parts
+                    .iter()
+                    .filter_map(|p| match p {
+                        Part::ToolCall(call) => Some(json!({"id": call.id, "type": "function", "function": {
+                            "name": call.name,
+                            "arguments": if call.kind == ToolKind::Custom { json!({"input": call.arguments}).to_string() } else { call.arguments.clone() },
+                        }})),
+                        _ => None,
+                    })
+                    .collect();
+                if !calls.is_empty() {
+                    msg.insert("tool_calls".into(), Value::Array(calls));
+                }
+                if text.is_empty()
+                    && !msg.contains_key("tool_calls")
+                    && !msg.contains_key("reasoning_content")
+                {
+                    continue;
+                }
+                messages.push(Value::Object(msg));
+            }
+        }
+    }
+    out.insert("messages".into(), Value::Array(messages));
+    if !request.tools.is_empty() {
+        let tools: Vec<Value> = request
+            .tools
+            .iter()
+            .map(|t| {
+                let mut function = json!({"name": t.name, "parameters": t.parameters});
+                if let Some(d) = &t.description {
+                    function["description"] = json!(d);
+                }
+                json!({"type": "function", "function": function})
+            })
+            .collect();
+        out.insert("tools".into(), Value::Array(tools));
+        if let Some(parallel) = request.parallel_tool_calls {
+            out.insert("parallel_tool_calls".into(), json!(parallel));
+        }
+    }
+    if let Some(choice) = &request.tool_choice {
+        out.insert(
+            "tool_choice".into(),
+            match choice {
+                ToolChoice::Auto => json!("auto"),
+                ToolChoice::None => json!("none"),
+                ToolChoice::Required => json!("required"),
+                ToolChoice::Tool(name) => json!({"type": "function", "function": {"name": name}}),
+            },
+        );
+    }
+    if let Some(max) = request.max_tokens {
+        out.insert("max_tokens".into(), json!(max));
+    }
+    if let Some(t) = request.temperature {
+        out.insert("temperature".into(), json!(t));
+    }
+    if let Some(p) = request.top_p {
+        out.insert("top_p".into(), json!(p));
+    }
+    if !request.stop.is_empty() {
+        out.insert("stop".into(), json!(request.stop));
+    }
+    if let Some(reasoning) = &request.reasoning {
+        out.insert(
+            "reasoning_effort".into(),
+            json!(reasoning.effort_or_from_budget()),
+        );
+    }
+    if let Some(schema) = &request.json_schema {
+        out.insert(
+            "response_format".into(),
+            json!({"type": "json_schema", "json_schema": {"name": "answer", "schema": schema}}),
+        );
+    }
+    out.insert("stream".into(), json!(request.stream));
+    if request.stream {
+        out.insert("stream_options".into(), json!({"include_usage": true}));
+    }
+    Value::Object(out)
+}
+
+fn joined_text(parts: &[Part]) -> String {
+    parts
+        .iter()
+        .filter_map(|p| match p {
+            Part::Text { text } => Some(text.as_str()),
+            _ => None,
+        })
+        .collect::<Vec<_>>()
+        .join("")
+}
+
+/// A user turn: tool results become `tool` messages first (they must follow the assistant's
+/// calls), then the text and images beside them as a user message, so nothing is dropped.
+fn encode_user(parts: &[Part], messages: &mut Vec<Value>) {
+    let mut content: Vec<Value> = Vec::new();
+    for part in parts {
+        match part {
+            Part::ToolResult(result) => {
+                let mut text = result.text();
+                if result.is_error && !text.starts_with("Error") {
+                    text = format!("Error: {text}");
+                }
+                messages
+                    .push(json!({"role": "tool", "tool_call_id": result.call_id, "content": text}));
+                for inner in &result.content {
+                    if let Part::Image { source } = inner {
+                        content.push(
+                            json!({"type": "image_url", "image_url": {"url": source.to_url()}}),
+                        );
+                    }
+                }
+            }
+            Part::Text { text } => content.push(json!({"type": "text", "text": text})),
+            Part::Image { source } => {
+                content.push(json!({"type": "image_url", "image_url": {"url": source.to_url()}}))
+            }
+            _ => {}
+        }
+    }
+    if content.is_empty() {
+        return;
+    }
+    if content.iter().all(|c| c["type"] == "text") {
+        let text: Vec<&str> = content.iter().filter_map(|c| c["text"].as_str()).collect();
+        messages.push(json!({"role": "user", "content": text.join("\n")}));
+    } else {
+        messages.push(json!({"role": "user", "content": content}));
+    }
+}
+
+// ---------------------------------------------------------------- responses
+
+fn stop_from(reason: Option<&str>) -> Option<StopReason> {
+    Some(match reason? {
+        "length" => StopReason::MaxTokens,
+        "tool_calls" | "function_call" => StopReason::ToolUse,
+        "content_filter" => StopReason::ContentFilter,
+        _ => StopReason::EndTurn,
+    })
+}
+
+fn stop_name(stop: StopReason) -> &'static str {
+    match stop {
+        StopReason::EndTurn | StopReason::StopSequence => "stop",
+        StopReason::MaxTokens => "length",
+        StopReason::ToolUse => "tool_calls",
+        StopReason::ContentFilter => "content_filter",
+    }
+}
+
+fn usage_from(u: &Value) -> Usage {
+    let n = |p: &str| u.pointer(p).and_then(Value::as_u64).unwrap_or(0);
+    Usage {
+        input_tokens: n("/prompt_tokens"),
+        output_tokens: n("/completion_tokens"),
+        cache_read_tokens: n("/prompt_tokens_details/cached_tokens")
+            .max(n("/prompt_cache_hit_tokens")),
+        cache_write_tokens: n("/prompt_tokens_details/cache_write_tokens"),
+        reasoning_tokens: n("/completion_tokens_details/reasoning_tokens"),
+    }
+}
+
+fn usage_wire(u: &Usage) -> Value {
+    json!({
+        "prompt_tokens": u.input_tokens, "completion_tokens": u.output_tokens,
+        "total_tokens": u.input_tokens + u.output_tokens,
+        "prompt_tokens_details": {"cached_tokens": u.cache_read_tokens},
+        "completion_tokens_details": {"reasoning_tokens": u.reasoning_tokens},
+    })
+}
+
+pub fn decode_response(body: &[u8]) -> Result<ir::Response, ApiError> {
+    let v: Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::new(
+            ErrorKind::Api,
+            format!("upstream answered with invalid JSON: {e}"),
+        )
+    })?;
+    if let Some(error) = v.get("error") {
+        return Err(decode_error_value(error, 500));
+    }
+    let choice = v
+        .pointer("/choices/0")
+        .ok_or_else(|| ApiError::new(ErrorKind::Api, "upstream answered with no choices"))?;
+    let message = &choice["message"];
+    let mut parts = Vec::new();
+    for key in ["reasoning_content", "reasoning"] {
+        if let Some(text) = message[key].as_str().filter(|t| !t.is_empty()) {
+            parts.push(Part::Thinking {
+                text: text.to_string(),
+                signature: None,
+            });
+            break;
+        }
+    }
+    if let Some(text) = message["content"].as_str().filter(|t| !t.is_empty()) {
+        parts.push(Part::Text {
+            text: text.to_string(),
+        });
+    }
+    for call in message["tool_calls"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
+    {
+        parts.push(Part::ToolCall(ToolCall {
+            id: call["id"].as_str().unwrap_or("call").to_string(),
+            name: call
+                .pointer("/function/name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+            arguments: arguments_text(call.pointer("/function/arguments")),
+            kind: ToolKind::Function,
+        }));
+    }
+    let has_calls = parts.iter().any(|p| matches!(p, Part::ToolCall(_)));
+    let mut stop = stop_from(choice["finish_reason"].as_str()).unwrap_or_default();
+    if has_calls && stop == StopReason::EndTurn {
+        stop = StopReason::ToolUse;
+    }
+    Ok(ir::Response {
+        id: v["id"].as_str().unwrap_or("chatcmpl").to_string(),
+        model: v["model"].as_str().unwrap_or_default().to_string(),
+        parts,
+        stop,
+        usage: usage_from(&v["usage"]),
+    })
+}
+
+pub fn encode_response(response: &ir::Response) -> Value {
+    let text = joined_text(&response.parts);
+    let mut message = json!({"role": "assistant", "content": if text.is_empty() { Value::Null } else { json!(text) }});
+    let thinking: Vec<&str> = response
+        .parts
+        .iter()
+        .filter_map(|p| match p {
+            Part::Thinking { text, .. } => Some(text.as_str()),
+            _ => None,
+        })
+        .collect();
+    if !thinking.is_empty() {
+        message["reasoning_content"] = json!(thinking.join("\n"));
+    }
+    let calls: Vec<Value> = response
+        .parts
+        .iter()
+        .filter_map(|p| match p {
+            Part::ToolCall(c) => Some(json!({"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}})),
+            _ => None,
+        })
+        .collect();
+    if !calls.is_empty() {
+        message["tool_calls"] = Value::Array(calls);
+    }
+    json!({
+        "id": response.id, "object": "chat.completion", "created": now(), "model": response.model,
+        "choices": [{"index": 0, "message": message, "finish_reason": stop_name(response.stop)}],
+        "usage": usage_wire(&response.usage),
+    })
+}
+
+pub(crate) fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+// ---------------------------------------------------------------- errors
+
+fn error_type(kind: ErrorKind) -> (&'static str, &'static str) {
+    match kind {
+        ErrorKind::InvalidRequest => ("invalid_request_error", "invalid_request"),
+        ErrorKind::Authentication => ("authentication_error", "invalid_api_key"),
+        ErrorKind::Permission => ("permission_error", "permission_denied"),
+        ErrorKind::NotFound => ("not_found_error", "not_found"),
+        ErrorKind::RequestTooLarge => ("invalid_request_error", "request_too_large"),
+        ErrorKind::RateLimit => ("rate_limit_error", "rate_limit_exceeded"),
+        ErrorKind::Overloaded => ("server_error", "overloaded"),
+        ErrorKind::Timeout => ("server_error", "timeout"),
+        ErrorKind::Api => ("server_error", "server_error"),
+    }
+}
+
+/// OpenAI's error shape, shared by Chat Completions and Responses.
+pub fn error_body(error: &ApiError) -> Value {
+    let (kind, code) = error_type(error.kind);
+    json!({"error": {"message": error.message, "type": kind, "param": null, "code": code}})
+}
+
+pub fn stream_error(error: &ApiError) -> Vec<Bytes> {
+    vec![
+        sse::frame(None, &error_body(error).to_string()),
+        sse::frame(None, "[DONE]"),
+    ]
+}
+
+fn decode_error_value(error: &Value, status: u16) -> ApiError {
+    let message = error
+        .get("message")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .unwrap_or_else(|| error.to_string());
+    let status = error
+        .get("code")
+        .and_then(Value::as_u64)
+        .map_or(status, |c| c as u16);
+    let kind = ErrorKind::from_status(status);
+    ApiError {
+        status: kind.status(),
+        kind,
+        message,
+        retry_after: None,
+    }
+}
+
+// ---------------------------------------------------------------- streams
+
+/// Upstream chat SSE -> IR.
+#[derive(Default)]
+pub struct Decoder {
+    started: bool,
+    tools: std::collections::HashSet<usize>,
+    stop: Option<StopReason>,
+    saw_tool: bool,
+    complete: bool,
+}
+
+impl Decoder {
+    fn stop_event(&self) -> StreamEvent {
+        let mut stop = self.stop.unwrap_or_default();
+        if self.saw_tool && stop == StopReason::EndTurn {
+            stop = StopReason::ToolUse;
+        }
+        StreamEvent::Stop(stop)
+    }
+}
+
+impl StreamDecoder for Decoder {
+    fn event(&mut self, event: &sse::Event) -> Result<Vec<StreamEvent>, ApiError> {
+        let data = event.data.trim();
+        let mut out = Vec::new();
+        if data == "[DONE]" {
+            if !self.complete {
+                self.complete = true;
+                out.push(self.stop_event());
+            }
+            return Ok(out);
+        }
+        if data.is_empty() {
+            return Ok(out);
+        }
+        let v: Value = serde_json::from_str(data).map_err(|e| {
+            ApiError::new(
+                ErrorKind::Api,
+                format!("upstream sent a malformed chunk: {e}"),
+            )
+        })?;
+        if let Some(error) = v.get("error") {
+            self.complete = true;
+            return Err(decode_error_value(error, 500));
+        }
+        if !self.started {
+            self.started = true;
+            out.push(StreamEvent::Start {
+                id: v["id"].as_str().unwrap_or("chatcmpl").to_string(),
+                model: v["model"].as_str().unwrap_or_default().to_string(),
+            });
+        }
+        for choice in v["choices"].as_array().map(Vec::as_slice).unwrap_or(&[]) {
+            let delta = &choice["delta"];
+            for key in ["reasoning_content", "reasoning"] {
+                if let Some(text) = delta[key].as_str().filter(|t| !t.is_empty()) {
+                    out.push(StreamEvent::ThinkingDelta {
+                        text: text.to_string(),
+                    });
+                    break;
+                }
+            }
+            if let Some(text) = delta["content"].as_str().filter(|t| !t.is_empty()) {
+                out.push(StreamEvent::TextDelta {
+                    text: text.to_string(),
+                });
+            }
+            for (position, call) in delta["tool_calls"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or(&[])
+                .iter()
+                .enumerate()
+            {
+                let index = call["index"].as_u64().map_or(position, |i| i as usize);
+                if self.tools.insert(index) {
+                    let id = call["id"]
+                        .as_str()
+                        .map_or_else(|| format!("call_{index}"), str::to_string);
+                    let name = call
+                        .pointer("/function/name")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string();
+                    self.saw_tool = true;
+                    out.push(StreamEvent::ToolCallStart {
+                        index,
+                        id,
+                        name,
+                        kind: ToolKind::Function,
+                    });
+                }
+                if let Some(arguments) = call
+                    .pointer("/function/arguments")
+                    .and_then(Value::as_str)
+                    .filter(|a| !a.is_empty())
+                {
+                    out.push(StreamEvent::ToolCallDelta {
+                        index,
+                        arguments: arguments.to_string(),
+                    });
+                }
+            }
+            if let Some(stop) = stop_from(choice["finish_reason"].as_str()) {
+                self.stop = Some(stop);
+            }
+        }
+        if v.get("usage").is_some_and(|u| !u.is_null()) {
+            out.push(StreamEvent::Usage(usage_from(&v["usage"])));
+        }
+        Ok(out)
+    }
+
+    fn complete(&self) -> bool {
+        // `[DONE]` is optional: a finish reason already completes the answer.
+        self.complete || self.stop.is_some()
+    }
+
+    fn finish(&mut self) -> Vec<StreamEvent> {
+        if !self.complete && self.stop.is_some() {
+            self.complete = true;
+            return vec![self.stop_event()];
+        }
+        Vec::new()
+    }
+}
+
+/// IR -> chat SSE for the client.
+pub struct Encoder {
+    id: String,
+    model: String,
+    created: u64,
+    started: bool,
+    include_usage: bool,
+    usage: Usage,
+    tool_index: HashMap<usize, usize>,
+    done: bool,
+}
+
+impl Encoder {
+    pub fn new(request: &ir::Request) -> Encoder {
+        Encoder {
+            id: "chatcmpl-clutch".into(),
+            model: request.model.clone(),
+            created: now(),
+            started: false,
+            include_usage: request.stream_usage,
+            usage: Usage::default(),
+            tool_index: HashMap::new(),
+            done: false,
+        }
+    }
+
+    fn chunk(&self, delta: Value, finish: Option<&str>) -> Bytes {
+        let data = json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
+        sse::frame(None, &data.to_string())
+    }
+
+    fn ensure_started(&mut self, out: &mut Vec<Bytes>) {
+        if !self.started {
+            self.started = true;
+            out.push(self.chunk(json!({"role": "assistant", "content": ""}), None));
+        }
+    }
+}
+
+impl StreamEncoder for Encoder {
+    fn event(&mut self, event: &StreamEvent) -> Vec<Bytes> {
+        let mut out = Vec::new();
+        if self.done {
+            return out;
+        }
+        match event {
+            StreamEvent::Start { id, model } => {
+                if !self.started {
+                    self.id = id.clone();
+                    if !model.is_empty() {
+                        self.model = model.clone();
+                    }
+                }
+            }
+            StreamEvent::Usage(usage) => self.usage.merge(usage),
+            StreamEvent::TextDelta { text } => {
+                self.ensure_started(&mut out);
+                out.push(self.chunk(json!({"content": text}), None));
+            }
+            StreamEvent::ThinkingDelta { text } => {
+                self.ensure_started(&mut out);
+                out.push(self.chunk(json!({"reasoning_content": text}), None));
+            }
+            StreamEvent::ThinkingSignature { .. } => {}
+            StreamEvent::ToolCallStart {
+                index, id, name, ..
+            } => {
+                self.ensure_started(&mut out);
+                let ours = self.tool_index.len();
+                self.tool_index.insert(*index, ours);
+                out.push(self.chunk(
+                    json!({"tool_calls": [{"index": ours, "id": id, "type": "function", "function": {"name": name, "arguments": ""}}]}),
+                    None,
+                ));
+            }
+            StreamEvent::ToolCallDelta { index, arguments } => {
+                if let Some(ours) = self.tool_index.get(index).copied() {
+                    out.push(self.chunk(json!({"tool_calls": [{"index": ours, "function": {"arguments": arguments}}]}), None));
+                }
+            }
+            StreamEvent::Stop(stop) => {
+                self.ensure_started(&mut out);
+                out.push(self.chunk(json!({}), Some(stop_name(*stop))));
+                if self.include_usage {
+                    let data = json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
+                        "model": self.model, "choices": [], "usage": usage_wire(&self.usage)});
+                    out.push(sse::frame(None, &data.to_string()));
+                }
+                out.push(sse::frame(None, "[DONE]"));
+                self.done = true;
+            }
+        }
+        out
+    }
+
+    fn error(&mut self, error: &ApiError) -> Vec<Bytes> {
+        if self.done {
+            return Vec::new();
+        }
+        self.done = true;
+        stream_error(error)
+    }
+}

@@ -1,0 +1,278 @@
+//! The four wire protocols. Each module owns its wire types and provides one decoder and one
+//! encoder for requests and responses, a stream decoder (upstream SSE -> IR events) and a
+//! stream encoder (IR events -> client SSE), and its error shape. This module dispatches on
+//! [`Protocol`].
+
+pub mod anthropic;
+pub mod chat;
+pub mod gemini;
+pub mod responses;
+
+use bytes::Bytes;
+use serde_json::Value;
+
+use super::ir::{self, ApiError, StreamEvent};
+use super::sse;
+pub use crate::agent::Protocol;
+
+/// Turns an upstream's SSE events into IR events.
+pub trait StreamDecoder: Send {
+    /// One upstream event; an `Err` is an error the upstream reported in the stream.
+    fn event(&mut self, event: &sse::Event) -> Result<Vec<StreamEvent>, ApiError>;
+    /// Whether the upstream has sent its protocol's complete terminal sequence.
+    fn complete(&self) -> bool;
+    /// The upstream closed: anything owed (a stop implied by what was seen) is returned.
+    fn finish(&mut self) -> Vec<StreamEvent> {
+        Vec::new()
+    }
+}
+
+/// Turns IR events into the client's SSE.
+pub trait StreamEncoder: Send {
+    fn event(&mut self, event: &StreamEvent) -> Vec<Bytes>;
+    /// A failure after the stream started: a protocol-correct error and the end of stream.
+    fn error(&mut self, error: &ApiError) -> Vec<Bytes>;
+}
+
+/// Decode a client request body.
+pub fn decode_request(
+    protocol: Protocol,
+    body: &[u8],
+    path_model: Option<&str>,
+) -> Result<ir::Request, ApiError> {
+    match protocol {
+        Protocol::Anthropic => anthropic::decode_request(body),
+        Protocol::Chat => chat::decode_request(body),
+        Protocol::Responses => responses::decode_request(body),
+        Protocol::Gemini => gemini::decode_request(body, path_model.unwrap_or_default()),
+    }
+}
+
+/// Encode a request for an upstream of `protocol`, asking for `model`.
+pub fn encode_request(protocol: Protocol, request: &ir::Request, model: &str) -> Value {
+    match protocol {
+        Protocol::Anthropic => anthropic::encode_request(request, model),
+        Protocol::Chat => chat::encode_request(request, model),
+        Protocol::Responses => responses::encode_request(request, model),
+        Protocol::Gemini => gemini::encode_request(request),
+    }
+}
+
+/// Decode an upstream's non-streaming answer.
+pub fn decode_response(protocol: Protocol, body: &[u8]) -> Result<ir::Response, ApiError> {
+    match protocol {
+        Protocol::Anthropic => anthropic::decode_response(body),
+        Protocol::Chat => chat::decode_response(body),
+        Protocol::Responses => responses::decode_response(body),
+        Protocol::Gemini => gemini::decode_response(body),
+    }
+}
+
+/// Encode an answer for a client of `protocol`.
+pub fn encode_response(
+    protocol: Protocol,
+    response: &ir::Response,
+    request: &ir::Request,
+) -> Value {
+    match protocol {
+        Protocol::Anthropic => anthropic::encode_response(response),
+        Protocol::Chat => chat::encode_response(response),
+        Protocol::Responses => responses::encode_response(response, request),
+        Protocol::Gemini => gemini::encode_response(response),
+    }
+}
+
+pub fn stream_decoder(protocol: Protocol) -> Box<dyn StreamDecoder> {
+    match protocol {
+        Protocol::Anthropic => Box::new(anthropic::Decoder::default()),
+        Protocol::Chat => Box::new(chat::Decoder::default()),
+        Protocol::Responses => Box::new(responses::Decoder::default()),
+        Protocol::Gemini => Box::new(gemini::Decoder::default()),
+    }
+}
+
+pub fn stream_encoder(protocol: Protocol, request: &ir::Request) -> Box<dyn StreamEncoder> {
+    match protocol {
+        Protocol::Anthropic => Box::new(anthropic::Encoder::default()),
+        Protocol::Chat => Box::new(chat::Encoder::new(request)),
+        Protocol::Responses => Box::new(responses::Encoder::new(request)),
+        Protocol::Gemini => Box::new(gemini::Encoder::default()),
+    }
+}
+
+/// The client's error body for `error`, in its protocol's shape.
+pub fn error_body(protocol: Protocol, error: &ApiError) -> Value {
+    match protocol {
+        Protocol::Anthropic => anthropic::error_body(error),
+        Protocol::Chat | Protocol::Responses => chat::error_body(error),
+        Protocol::Gemini => gemini::error_body(error),
+    }
+}
+
+/// The HTTP status a client of `protocol` gets for `error`.
+pub fn error_status(protocol: Protocol, error: &ApiError) -> u16 {
+    match (protocol, error.status) {
+        // 529 is Anthropic's own; other clients' SDKs know 503.
+        (Protocol::Anthropic, status) => status,
+        (_, 529) => 503,
+        (_, status) => status,
+    }
+}
+
+/// The message an upstream put in its error body, whatever its shape; the body itself (or its
+/// start) when it is not JSON, e.g. an HTML error page.
+pub fn upstream_error_message(body: &[u8]) -> String {
+    if let Ok(value) = serde_json::from_slice::<Value>(body) {
+        let candidates = [
+            value.pointer("/error/message"),
+            value.pointer("/message"),
+            value.pointer("/error"),
+            value.pointer("/detail"),
+        ];
+        for candidate in candidates.into_iter().flatten() {
+            if let Some(text) = candidate.as_str() {
+                return text.to_string();
+            }
+        }
+        return value.to_string();
+    }
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    if text.is_empty() {
+        return "(empty body)".into();
+    }
+    let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if flat.len() > 300 {
+        let mut end = 300;
+        while !flat.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{}…", &flat[..end])
+    } else {
+        flat
+    }
+}
+
+/// The error frames (and end of stream) for a stream that fails after it started, for a
+/// client of `protocol`; used for forwarded streams, which have no encoder of their own.
+pub fn stream_error(protocol: Protocol, error: &ApiError) -> Vec<Bytes> {
+    match protocol {
+        Protocol::Anthropic => vec![anthropic::stream_error(error)],
+        Protocol::Chat => chat::stream_error(error),
+        Protocol::Responses => vec![responses::stream_error(error, 0)],
+        Protocol::Gemini => vec![gemini::stream_error(error)],
+    }
+}
+
+/// Helpers for reading JSON with errors that name the field.
+pub(crate) mod json {
+    use serde_json::Value;
+
+    use crate::gateway::ir::ApiError;
+
+    pub fn parse(body: &[u8]) -> Result<Value, ApiError> {
+        let value: Value = serde_json::from_slice(body)
+            .map_err(|e| ApiError::invalid(format!("the request body is not valid JSON: {e}")))?;
+        if !value.is_object() {
+            return Err(ApiError::invalid("the request body must be a JSON object"));
+        }
+        Ok(value)
+    }
+
+    pub fn str_at<'a>(
+        value: &'a Value,
+        key: &str,
+        path: &str,
+    ) -> Result<Option<&'a str>, ApiError> {
+        match value.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(_) => Err(ApiError::invalid(format!("{path}{key}: expected a string"))),
+        }
+    }
+
+    pub fn req_str<'a>(value: &'a Value, key: &str, path: &str) -> Result<&'a str, ApiError> {
+        str_at(value, key, path)?.ok_or_else(|| ApiError::invalid(format!("{path}{key}: required")))
+    }
+
+    pub fn u64_at(value: &Value, key: &str, path: &str) -> Result<Option<u64>, ApiError> {
+        match value.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => v
+                .as_u64()
+                .or_else(|| v.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
+                .map(Some)
+                .ok_or_else(|| {
+                    ApiError::invalid(format!("{path}{key}: expected a non-negative number"))
+                }),
+        }
+    }
+
+    pub fn f64_at(value: &Value, key: &str, path: &str) -> Result<Option<f64>, ApiError> {
+        match value.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => v
+                .as_f64()
+                .map(Some)
+                .ok_or_else(|| ApiError::invalid(format!("{path}{key}: expected a number"))),
+        }
+    }
+
+    pub fn bool_at(value: &Value, key: &str, path: &str) -> Result<Option<bool>, ApiError> {
+        match value.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(_) => Err(ApiError::invalid(format!(
+                "{path}{key}: expected true or false"
+            ))),
+        }
+    }
+
+    pub fn array_at<'a>(value: &'a Value, key: &str, path: &str) -> Result<&'a [Value], ApiError> {
+        match value.get(key) {
+            None | Some(Value::Null) => Ok(&[]),
+            Some(Value::Array(items)) => Ok(items),
+            Some(_) => Err(ApiError::invalid(format!("{path}{key}: expected an array"))),
+        }
+    }
+
+    /// A string or a list of strings (stop sequences).
+    pub fn strings_at(value: &Value, key: &str, path: &str) -> Result<Vec<String>, ApiError> {
+        match value.get(key) {
+            None | Some(Value::Null) => Ok(Vec::new()),
+            Some(Value::String(s)) => Ok(vec![s.clone()]),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|v| {
+                    v.as_str()
+                        .map(str::to_string)
+                        .ok_or_else(|| ApiError::invalid(format!("{path}{key}: expected strings")))
+                })
+                .collect(),
+            Some(_) => Err(ApiError::invalid(format!(
+                "{path}{key}: expected a string or a list"
+            ))),
+        }
+    }
+
+    /// Tool-call arguments as JSON text: a string is kept, an object is serialised.
+    pub fn arguments_text(value: Option<&Value>) -> String {
+        match value {
+            None | Some(Value::Null) => "{}".into(),
+            Some(Value::String(s)) => s.clone(),
+            Some(other) => other.to_string(),
+        }
+    }
+
+    /// JSON text back into an object; anything unparsable is wrapped so nothing is lost.
+    pub fn arguments_object(text: &str) -> Value {
+        if text.trim().is_empty() {
+            return Value::Object(Default::default());
+        }
+        match serde_json::from_str::<Value>(text) {
+            Ok(value @ Value::Object(_)) => value,
+            Ok(other) => serde_json::json!({ "input": other }),
+            Err(_) => serde_json::json!({ "input": text }),
+        }
+    }
+}

@@ -1,0 +1,1086 @@
+//! OpenAI Responses (`/v1/responses`): what Codex speaks. Codex groups its tools in
+//! namespaces (inside an `additional_tools` input item) and offers freeform `custom` tools
+//! such as `exec`; both are flattened for other protocols (`<ns>__<name>`, a one-string
+//! function) and restored on the way back using the client's own request.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use serde_json::{Map, Value, json};
+
+use super::chat::{custom_input, custom_tool_schema, now};
+use super::json::{self, arguments_text};
+use super::{StreamDecoder, StreamEncoder};
+use crate::gateway::ir::{
+    self, ApiError, ErrorKind, ImageSource, Message, Part, Reasoning, Role, StopReason,
+    StreamEvent, Tool, ToolCall, ToolChoice, ToolKind, ToolResult, Usage,
+};
+use crate::gateway::sse;
+
+/// The namespace Codex puts its core tools in; their calls carry the bare name.
+const DEFAULT_NAMESPACE: &str = "functions";
+
+fn flat_name(namespace: Option<&str>, name: &str) -> String {
+    match namespace {
+        Some(ns) if ns != DEFAULT_NAMESPACE => format!("{ns}__{name}"),
+        _ => name.to_string(),
+    }
+}
+
+// ---------------------------------------------------------------- requests
+
+pub fn decode_request(body: &[u8]) -> Result<ir::Request, ApiError> {
+    let v = json::parse(body)?;
+    let mut request = ir::Request {
+        model: json::req_str(&v, "model", "")?.to_string(),
+        max_tokens: json::u64_at(&v, "max_output_tokens", "")?,
+        temperature: json::f64_at(&v, "temperature", "")?,
+        top_p: json::f64_at(&v, "top_p", "")?,
+        stream: json::bool_at(&v, "stream", "")?.unwrap_or(false),
+        parallel_tool_calls: json::bool_at(&v, "parallel_tool_calls", "")?,
+        stream_usage: true,
+        ..Default::default()
+    };
+    if let Some(instructions) = json::str_at(&v, "instructions", "")? {
+        request.system.push(instructions.to_string());
+    }
+    decode_tools(
+        json::array_at(&v, "tools", "")?,
+        None,
+        &mut request.tools,
+        "tools",
+    )?;
+    let mut names: HashMap<String, String> = HashMap::new();
+    let mut seen_conversation = false;
+    match v.get("input") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(text)) => request.messages.push(Message {
+            role: Role::User,
+            parts: vec![Part::Text { text: text.clone() }],
+        }),
+        Some(Value::Array(items)) => {
+            for (i, item) in items.iter().enumerate() {
+                let path = format!("input[{i}].");
+                let kind = json::str_at(item, "type", &path)?.unwrap_or("message");
+                match kind {
+                    "message" => {
+                        let role = json::req_str(item, "role", &path)?;
+                        let parts = decode_content(item.get("content"), &format!("{path}content"))?;
+                        match role {
+                            "system" | "developer" if !seen_conversation => {
+                                for part in parts {
+                                    if let Part::Text { text } = part {
+                                        request.system.push(text);
+                                    }
+                                }
+                            }
+                            "system" | "developer" => {
+                                push(&mut request.messages, Role::System, parts)
+                            }
+                            "assistant" => {
+                                seen_conversation = true;
+                                push(&mut request.messages, Role::Assistant, parts)
+                            }
+                            _ => {
+                                seen_conversation = true;
+                                push(&mut request.messages, Role::User, parts)
+                            }
+                        }
+                    }
+                    "additional_tools" => decode_tools(
+                        json::array_at(item, "tools", &path)?,
+                        None,
+                        &mut request.tools,
+                        &format!("{path}tools"),
+                    )?,
+                    "reasoning" => {
+                        let text: Vec<&str> = item["summary"]
+                            .as_array()
+                            .map(Vec::as_slice)
+                            .unwrap_or(&[])
+                            .iter()
+                            .filter_map(|s| s["text"].as_str())
+                            .collect();
+                        let signature = item["encrypted_content"].as_str().map(str::to_string);
+                        push(
+                            &mut request.messages,
+                            Role::Assistant,
+                            vec![Part::Thinking {
+                                text: text.join("\n"),
+                                signature,
+                            }],
+                        );
+                    }
+                    "function_call" | "custom_tool_call" => {
+                        let custom = kind == "custom_tool_call";
+                        let name = flat_name(
+                            json::str_at(item, "namespace", &path)?,
+                            json::req_str(item, "name", &path)?,
+                        );
+                        let id = json::req_str(item, "call_id", &path)?.to_string();
+                        names.insert(id.clone(), name.clone());
+                        let arguments = if custom {
+                            json::str_at(item, "input", &path)?
+                                .unwrap_or_default()
+                                .to_string()
+                        } else {
+                            arguments_text(item.get("arguments"))
+                        };
+                        let kind = if custom {
+                            ToolKind::Custom
+                        } else {
+                            ToolKind::Function
+                        };
+                        push(
+                            &mut request.messages,
+                            Role::Assistant,
+                            vec![Part::ToolCall(ToolCall {
+                                id,
+                                name,
+                                arguments,
+                                kind,
+                            })],
+                        );
+                    }
+                    "function_call_output" | "custom_tool_call_output" => {
+                        let call_id = json::req_str(item, "call_id", &path)?.to_string();
+                        let content = match item.get("output") {
+                            Some(Value::String(s)) => vec![Part::Text { text: s.clone() }],
+                            other => decode_content(other, &format!("{path}output"))?,
+                        };
+                        let result = ToolResult {
+                            name: names.get(&call_id).cloned(),
+                            call_id,
+                            content,
+                            is_error: false,
+                        };
+                        push(
+                            &mut request.messages,
+                            Role::User,
+                            vec![Part::ToolResult(result)],
+                        );
+                    }
+                    // Hosted-tool items (web search, image generation…) have no equivalent.
+                    _ => {}
+                }
+            }
+        }
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "input: expected a string or a list of items",
+            ));
+        }
+    }
+    request.tool_choice = match v.get("tool_choice") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(match s.as_str() {
+            "none" => ToolChoice::None,
+            "required" => ToolChoice::Required,
+            _ => ToolChoice::Auto,
+        }),
+        Some(obj) => obj["name"]
+            .as_str()
+            .map(|n| ToolChoice::Tool(n.to_string())),
+    };
+    if let Some(effort) = v.pointer("/reasoning/effort").and_then(Value::as_str) {
+        request.reasoning = Some(Reasoning {
+            effort: Some(effort.to_string()),
+            budget_tokens: None,
+        });
+    }
+    if v.pointer("/text/format/type").and_then(Value::as_str) == Some("json_schema") {
+        request.json_schema = v.pointer("/text/format/schema").cloned();
+    }
+    Ok(request)
+}
+
+/// Consecutive items of one role belong to one message.
+fn push(messages: &mut Vec<Message>, role: Role, parts: Vec<Part>) {
+    match messages.last_mut() {
+        Some(last) if last.role == role && role != Role::System => last.parts.extend(parts),
+        _ => messages.push(Message { role, parts }),
+    }
+}
+
+fn decode_tools(
+    items: &[Value],
+    namespace: Option<&str>,
+    tools: &mut Vec<Tool>,
+    path: &str,
+) -> Result<(), ApiError> {
+    for (i, tool) in items.iter().enumerate() {
+        let at = format!("{path}[{i}].");
+        match json::str_at(tool, "type", &at)? {
+            Some("function") => tools.push(Tool {
+                name: flat_name(namespace, json::req_str(tool, "name", &at)?),
+                description: json::str_at(tool, "description", &at)?.map(str::to_string),
+                parameters: tool
+                    .get("parameters")
+                    .cloned()
+                    .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
+                kind: ToolKind::Function,
+                namespace: namespace.map(str::to_string),
+            }),
+            Some("custom") => {
+                let mut description = json::str_at(tool, "description", &at)?
+                    .unwrap_or_default()
+                    .to_string();
+                if let Some(grammar) = tool.pointer("/format/definition").and_then(Value::as_str) {
+                    description.push_str("\n\nThe input must match this grammar:\n");
+                    description.push_str(grammar);
+                }
+                tools.push(Tool {
+                    name: flat_name(namespace, json::req_str(tool, "name", &at)?),
+                    description: Some(description),
+                    parameters: custom_tool_schema(),
+                    kind: ToolKind::Custom,
+                    namespace: namespace.map(str::to_string),
+                })
+            }
+            Some("namespace") => {
+                let ns = json::req_str(tool, "name", &at)?;
+                decode_tools(
+                    json::array_at(tool, "tools", &at)?,
+                    Some(ns),
+                    tools,
+                    &format!("{at}tools"),
+                )?;
+            }
+            // Hosted tools (web_search, file_search…) only the OpenAI service can run.
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn decode_content(content: Option<&Value>, path: &str) -> Result<Vec<Part>, ApiError> {
+    match content {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::String(s)) => Ok(vec![Part::Text { text: s.clone() }]),
+        Some(Value::Array(items)) => {
+            let mut parts = Vec::new();
+            for (i, item) in items.iter().enumerate() {
+                let at = format!("{path}[{i}].");
+                match json::str_at(item, "type", &at)? {
+                    Some("input_text" | "output_text" | "text" | "summary_text") => {
+                        parts.push(Part::Text {
+                            text: json::req_str(item, "text", &at)?.to_string(),
+                        })
+                    }
+                    Some("input_image") => {
+                        if let Some(url) = json::str_at(item, "image_url", &at)? {
+                            parts.push(Part::Image {
+                                source: ImageSource::from_url(url),
+                            });
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            Ok(parts)
+        }
+        Some(_) => Err(ApiError::invalid(format!(
+            "{path}: expected a string or a list of parts"
+        ))),
+    }
+}
+
+pub fn encode_request(request: &ir::Request, model: &str) -> Value {
+    let mut out = Map::new();
+    out.insert("model".into(), json!(model));
+    if !request.system.is_empty() {
+        out.insert("instructions".into(), json!(request.system.join("\n\n")));
+    }
+    let mut input: Vec<Value> = Vec::new();
+    for message in &request.messages {
+        let (role, text_type) = match message.role {
+            Role::User => ("user", "input_text"),
+            Role::Assistant => ("assistant", "output_text"),
+            Role::System => ("developer", "input_text"),
+        };
+        let mut content: Vec<Value> = Vec::new();
+        let flush = |content: &mut Vec<Value>, input: &mut Vec<Value>| {
+            if !content.is_empty() {
+                input.push(
+                    json!({"type": "message", "role": role, "content": std::mem::take(content)}),
+                );
+            }
+        };
+        for part in &message.parts {
+            match part {
+                Part::Text { text } => content.push(json!({"type": text_type, "text": text})),
+                Part::Image { source } => {
+                    content.push(json!({"type": "input_image", "image_url": source.to_url()}))
+                }
+                Part::Thinking { text, signature } => {
+                    flush(&mut content, &mut input);
+                    let mut item = json!({"type": "reasoning", "summary": [{"type": "summary_text", "text": text}]});
+                    if let Some(signature) = signature {
+                        item["encrypted_content"] = json!(signature);
+                    }
+                    input.push(item);
+                }
+                Part::RedactedThinking { .. } => {}
+                Part::ToolCall(call) => {
+                    flush(&mut content, &mut input);
+                    input.push(json!({"type": "function_call", "call_id": call.id, "name": call.name,
+                        "arguments": if call.kind == ToolKind::Custom { json!({"input": call.arguments}).to_string() } else { call.arguments.clone() }}));
+                }
+                Part::ToolResult(result) => {
+                    flush(&mut content, &mut input);
+                    let mut text = result.text();
+                    if result.is_error && !text.starts_with("Error") {
+                        text = format!("Error: {text}");
+                    }
+                    input.push(json!({"type": "function_call_output", "call_id": result.call_id, "output": text}));
+                }
+            }
+        }
+        flush(&mut content, &mut input);
+    }
+    out.insert("input".into(), Value::Array(input));
+    if !request.tools.is_empty() {
+        let tools: Vec<Value> = request
+            .tools
+            .iter()
+            .map(|t| json!({"type": "function", "name": t.name, "description": t.description, "parameters": t.parameters}))
+            .collect();
+        out.insert("tools".into(), Value::Array(tools));
+    }
+    if let Some(choice) = &request.tool_choice {
+        out.insert(
+            "tool_choice".into(),
+            match choice {
+                ToolChoice::Auto => json!("auto"),
+                ToolChoice::None => json!("none"),
+                ToolChoice::Required => json!("required"),
+                ToolChoice::Tool(name) => json!({"type": "function", "name": name}),
+            },
+        );
+    }
+    if let Some(parallel) = request.parallel_tool_calls {
+        out.insert("parallel_tool_calls".into(), json!(parallel));
+    }
+    if let Some(max) = request.max_tokens {
+        out.insert("max_output_tokens".into(), json!(max));
+    }
+    if let Some(t) = request.temperature {
+        out.insert("temperature".into(), json!(t));
+    }
+    if let Some(p) = request.top_p {
+        out.insert("top_p".into(), json!(p));
+    }
+    if let Some(reasoning) = &request.reasoning {
+        out.insert(
+            "reasoning".into(),
+            json!({"effort": reasoning.effort_or_from_budget(), "summary": "auto"}),
+        );
+    }
+    if let Some(schema) = &request.json_schema {
+        out.insert(
+            "text".into(),
+            json!({"format": {"type": "json_schema", "name": "answer", "schema": schema}}),
+        );
+    }
+    out.insert("store".into(), json!(false));
+    out.insert("stream".into(), json!(request.stream));
+    Value::Object(out)
+}
+
+// ---------------------------------------------------------------- responses
+
+fn usage_from(u: &Value) -> Usage {
+    let n = |p: &str| u.pointer(p).and_then(Value::as_u64).unwrap_or(0);
+    Usage {
+        input_tokens: n("/input_tokens"),
+        output_tokens: n("/output_tokens"),
+        cache_read_tokens: n("/input_tokens_details/cached_tokens"),
+        cache_write_tokens: 0,
+        reasoning_tokens: n("/output_tokens_details/reasoning_tokens"),
+    }
+}
+
+fn usage_wire(u: &Usage) -> Value {
+    json!({
+        "input_tokens": u.input_tokens, "input_tokens_details": {"cached_tokens": u.cache_read_tokens},
+        "output_tokens": u.output_tokens, "output_tokens_details": {"reasoning_tokens": u.reasoning_tokens},
+        "total_tokens": u.input_tokens + u.output_tokens,
+    })
+}
+
+fn item_parts(item: &Value, parts: &mut Vec<Part>) {
+    match item["type"].as_str() {
+        Some("message") => {
+            for c in item["content"].as_array().map(Vec::as_slice).unwrap_or(&[]) {
+                if let Some(text) = c["text"].as_str() {
+                    parts.push(Part::Text {
+                        text: text.to_string(),
+                    });
+                }
+            }
+        }
+        Some("reasoning") => {
+            let text: Vec<&str> = item["summary"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or(&[])
+                .iter()
+                .filter_map(|s| s["text"].as_str())
+                .collect();
+            parts.push(Part::Thinking {
+                text: text.join("\n"),
+                signature: item["encrypted_content"].as_str().map(str::to_string),
+            });
+        }
+        Some(kind @ ("function_call" | "custom_tool_call")) => {
+            let custom = kind == "custom_tool_call";
+            parts.push(Part::ToolCall(ToolCall {
+                id: item["call_id"].as_str().unwrap_or("call").to_string(),
+                name: flat_name(
+                    item["namespace"].as_str(),
+                    item["name"].as_str().unwrap_or_default(),
+                ),
+                arguments: if custom {
+                    item["input"].as_str().unwrap_or_default().to_string()
+                } else {
+                    arguments_text(item.get("arguments"))
+                },
+                kind: if custom {
+                    ToolKind::Custom
+                } else {
+                    ToolKind::Function
+                },
+            }));
+        }
+        _ => {}
+    }
+}
+
+pub fn decode_response(body: &[u8]) -> Result<ir::Response, ApiError> {
+    let v: Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::new(
+            ErrorKind::Api,
+            format!("upstream answered with invalid JSON: {e}"),
+        )
+    })?;
+    if let Some(error) = v.get("error").filter(|e| !e.is_null()) {
+        let message = error["message"]
+            .as_str()
+            .unwrap_or("upstream error")
+            .to_string();
+        return Err(ApiError::new(ErrorKind::Api, message));
+    }
+    let mut parts = Vec::new();
+    for item in v["output"].as_array().map(Vec::as_slice).unwrap_or(&[]) {
+        item_parts(item, &mut parts);
+    }
+    let has_calls = parts.iter().any(|p| matches!(p, Part::ToolCall(_)));
+    let stop = if v["status"] == "incomplete" {
+        StopReason::MaxTokens
+    } else if has_calls {
+        StopReason::ToolUse
+    } else {
+        StopReason::EndTurn
+    };
+    Ok(ir::Response {
+        id: v["id"].as_str().unwrap_or("resp").to_string(),
+        model: v["model"].as_str().unwrap_or_default().to_string(),
+        parts,
+        stop,
+        usage: usage_from(&v["usage"]),
+    })
+}
+
+/// How each tool the client offered must be called back: its kind, and its namespace and
+/// bare name when flattened.
+struct ClientTools {
+    tools: HashMap<String, (ToolKind, Option<String>, String)>,
+}
+
+impl ClientTools {
+    fn new(request: &ir::Request) -> ClientTools {
+        let tools = request
+            .tools
+            .iter()
+            .map(|t| {
+                let bare = match &t.namespace {
+                    Some(ns) => t
+                        .name
+                        .strip_prefix(&format!("{ns}__"))
+                        .unwrap_or(&t.name)
+                        .to_string(),
+                    None => t.name.clone(),
+                };
+                (t.name.clone(), (t.kind, t.namespace.clone(), bare))
+            })
+            .collect();
+        ClientTools { tools }
+    }
+
+    /// The output item for a finished call, restored to the client's own tool shape.
+    fn item(&self, id: &str, call_id: &str, name: &str, arguments: &str, status: &str) -> Value {
+        let (kind, namespace, bare) =
+            self.tools
+                .get(name)
+                .cloned()
+                .unwrap_or((ToolKind::Function, None, name.to_string()));
+        let mut item = match kind {
+            ToolKind::Custom => {
+                json!({"type": "custom_tool_call", "id": id, "status": status, "call_id": call_id,
+                "name": bare, "input": custom_input(arguments)})
+            }
+            ToolKind::Function => {
+                json!({"type": "function_call", "id": id, "status": status, "call_id": call_id,
+                "name": bare, "arguments": arguments})
+            }
+        };
+        if let Some(ns) = namespace.filter(|ns| ns != DEFAULT_NAMESPACE) {
+            item["namespace"] = json!(ns);
+        }
+        item
+    }
+
+    fn is_custom(&self, name: &str) -> bool {
+        self.tools
+            .get(name)
+            .is_some_and(|t| t.0 == ToolKind::Custom)
+    }
+}
+
+fn response_object(
+    id: &str,
+    model: &str,
+    status: &str,
+    output: Vec<Value>,
+    usage: Option<&Usage>,
+) -> Value {
+    let mut response = json!({"id": id, "object": "response", "created_at": now(), "status": status, "model": model,
+        "output": output, "parallel_tool_calls": true, "tool_choice": "auto", "tools": []});
+    if let Some(usage) = usage {
+        response["usage"] = usage_wire(usage);
+    }
+    if status == "incomplete" {
+        response["incomplete_details"] = json!({"reason": "max_output_tokens"});
+    }
+    response
+}
+
+pub fn encode_response(response: &ir::Response, request: &ir::Request) -> Value {
+    let tools = ClientTools::new(request);
+    let mut output = Vec::new();
+    let mut text = String::new();
+    for (i, part) in response.parts.iter().enumerate() {
+        match part {
+            Part::Text { text: t } => text.push_str(t),
+            Part::Thinking { text: t, signature } => {
+                let mut item = json!({"type": "reasoning", "id": format!("rs_{i}"), "summary": [{"type": "summary_text", "text": t}]});
+                if let Some(s) = signature {
+                    item["encrypted_content"] = json!(s);
+                }
+                output.push(item);
+            }
+            Part::ToolCall(call) => output.push(tools.item(
+                &format!("fc_{i}"),
+                &call.id,
+                &call.name,
+                &call.arguments,
+                "completed",
+            )),
+            _ => {}
+        }
+    }
+    if !text.is_empty() {
+        let message = json!({"type": "message", "id": "msg_clutch", "status": "completed", "role": "assistant",
+            "content": [{"type": "output_text", "text": text, "annotations": []}]});
+        let at = output
+            .iter()
+            .position(|i| i["type"] != "reasoning")
+            .unwrap_or(output.len());
+        output.insert(at, message);
+    }
+    let status = if response.stop == StopReason::MaxTokens {
+        "incomplete"
+    } else {
+        "completed"
+    };
+    response_object(
+        &response.id,
+        &response.model,
+        status,
+        output,
+        Some(&response.usage),
+    )
+}
+
+// ---------------------------------------------------------------- errors
+
+pub fn stream_error(error: &ApiError, sequence: u64) -> Bytes {
+    let (_, code) = match error.kind {
+        ErrorKind::RateLimit => ("rate_limit_error", "rate_limit_exceeded"),
+        ErrorKind::InvalidRequest => ("invalid_request_error", "invalid_request"),
+        _ => ("server_error", "server_error"),
+    };
+    let mut response = response_object("resp_clutch", "", "failed", Vec::new(), None);
+    response["error"] = json!({"code": code, "message": error.message});
+    sse::frame(
+        Some("response.failed"),
+        &json!({"type": "response.failed", "sequence_number": sequence, "response": response})
+            .to_string(),
+    )
+}
+
+// ---------------------------------------------------------------- streams
+
+/// Upstream Responses SSE -> IR.
+#[derive(Default)]
+pub struct Decoder {
+    started: bool,
+    /// output_index -> arguments seen as deltas
+    args_seen: HashMap<usize, bool>,
+    text_seen: HashMap<usize, bool>,
+    tools_started: std::collections::HashSet<usize>,
+    saw_tool: bool,
+    complete: bool,
+}
+
+impl StreamDecoder for Decoder {
+    fn event(&mut self, event: &sse::Event) -> Result<Vec<StreamEvent>, ApiError> {
+        let v: Value = serde_json::from_str(&event.data).map_err(|e| {
+            ApiError::new(
+                ErrorKind::Api,
+                format!("upstream sent a malformed event: {e}"),
+            )
+        })?;
+        let kind = v["type"].as_str().or(event.name.as_deref()).unwrap_or("");
+        let index = v["output_index"].as_u64().unwrap_or(0) as usize;
+        let mut out = Vec::new();
+        let start = |this: &mut Decoder, out: &mut Vec<StreamEvent>, response: &Value| {
+            if !this.started {
+                this.started = true;
+                out.push(StreamEvent::Start {
+                    id: response["id"].as_str().unwrap_or("resp").to_string(),
+                    model: response["model"].as_str().unwrap_or_default().to_string(),
+                });
+            }
+        };
+        match kind {
+            "response.created" | "response.in_progress" => start(self, &mut out, &v["response"]),
+            "response.output_item.added" => {
+                start(self, &mut out, &Value::Null);
+                let item = &v["item"];
+                if let Some(t @ ("function_call" | "custom_tool_call")) = item["type"].as_str() {
+                    self.saw_tool = true;
+                    self.tools_started.insert(index);
+                    out.push(StreamEvent::ToolCallStart {
+                        index,
+                        id: item["call_id"].as_str().unwrap_or_default().to_string(),
+                        name: flat_name(
+                            item["namespace"].as_str(),
+                            item["name"].as_str().unwrap_or_default(),
+                        ),
+                        kind: if t == "custom_tool_call" {
+                            ToolKind::Custom
+                        } else {
+                            ToolKind::Function
+                        },
+                    });
+                }
+            }
+            "response.output_text.delta" => {
+                self.text_seen.insert(index, true);
+                out.push(StreamEvent::TextDelta {
+                    text: v["delta"].as_str().unwrap_or_default().to_string(),
+                });
+            }
+            "response.reasoning_summary_text.delta" | "response.reasoning_text.delta" => {
+                out.push(StreamEvent::ThinkingDelta {
+                    text: v["delta"].as_str().unwrap_or_default().to_string(),
+                });
+            }
+            "response.function_call_arguments.delta" | "response.custom_tool_call_input.delta" => {
+                self.args_seen.insert(index, true);
+                out.push(StreamEvent::ToolCallDelta {
+                    index,
+                    arguments: v["delta"].as_str().unwrap_or_default().to_string(),
+                });
+            }
+            "response.output_item.done" => {
+                start(self, &mut out, &Value::Null);
+                let item = &v["item"];
+                match item["type"].as_str() {
+                    // Minimal streams carry everything in the finished item.
+                    Some("message") if !self.text_seen.contains_key(&index) => {
+                        let mut parts = Vec::new();
+                        item_parts(item, &mut parts);
+                        for part in parts {
+                            if let Part::Text { text } = part {
+                                out.push(StreamEvent::TextDelta { text });
+                            }
+                        }
+                    }
+                    Some("reasoning") => {
+                        if let Some(signature) = item["encrypted_content"].as_str() {
+                            out.push(StreamEvent::ThinkingSignature {
+                                signature: signature.to_string(),
+                            });
+                        }
+                    }
+                    Some(t @ ("function_call" | "custom_tool_call")) => {
+                        let custom = t == "custom_tool_call";
+                        if self.tools_started.insert(index) {
+                            // The `added` event was skipped: start the call here.
+                            self.saw_tool = true;
+                            out.push(StreamEvent::ToolCallStart {
+                                index,
+                                id: item["call_id"].as_str().unwrap_or_default().to_string(),
+                                name: flat_name(
+                                    item["namespace"].as_str(),
+                                    item["name"].as_str().unwrap_or_default(),
+                                ),
+                                kind: if custom {
+                                    ToolKind::Custom
+                                } else {
+                                    ToolKind::Function
+                                },
+                            });
+                        }
+                        if !self.args_seen.contains_key(&index) {
+                            let arguments = if custom {
+                                item["input"].as_str().unwrap_or_default().to_string()
+                            } else {
+                                arguments_text(item.get("arguments"))
+                            };
+                            out.push(StreamEvent::ToolCallDelta { index, arguments });
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            "response.completed" | "response.incomplete" => {
+                self.complete = true;
+                let response = &v["response"];
+                start(self, &mut out, response);
+                out.push(StreamEvent::Usage(usage_from(&response["usage"])));
+                let stop = if kind == "response.incomplete" || response["status"] == "incomplete" {
+                    StopReason::MaxTokens
+                } else if self.saw_tool {
+                    StopReason::ToolUse
+                } else {
+                    StopReason::EndTurn
+                };
+                out.push(StreamEvent::Stop(stop));
+            }
+            "response.failed" | "error" => {
+                self.complete = true;
+                let message = v
+                    .pointer("/response/error/message")
+                    .or(v.get("message"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("upstream failed");
+                return Err(ApiError::new(ErrorKind::Api, message));
+            }
+            _ => {}
+        }
+        Ok(out)
+    }
+
+    fn complete(&self) -> bool {
+        self.complete
+    }
+}
+
+enum Open {
+    Text {
+        item: usize,
+        text: String,
+    },
+    Reasoning {
+        item: usize,
+        text: String,
+        signature: Option<String>,
+    },
+}
+
+struct PendingCall {
+    output_index: usize,
+    call_id: String,
+    name: String,
+    arguments: String,
+}
+
+/// IR -> Responses SSE for the client.
+pub struct Encoder {
+    tools: ClientTools,
+    id: String,
+    model: String,
+    sequence: u64,
+    started: bool,
+    open: Option<Open>,
+    calls: HashMap<usize, PendingCall>,
+    call_order: Vec<usize>,
+    output: Vec<Value>,
+    usage: Usage,
+    done: bool,
+}
+
+impl Encoder {
+    pub fn new(request: &ir::Request) -> Encoder {
+        Encoder {
+            tools: ClientTools::new(request),
+            id: "resp_clutch".into(),
+            model: request.model.clone(),
+            sequence: 0,
+            started: false,
+            open: None,
+            calls: HashMap::new(),
+            call_order: Vec::new(),
+            output: Vec::new(),
+            usage: Usage::default(),
+            done: false,
+        }
+    }
+
+    fn emit(&mut self, out: &mut Vec<Bytes>, kind: &str, mut data: Value) {
+        data["type"] = json!(kind);
+        data["sequence_number"] = json!(self.sequence);
+        self.sequence += 1;
+        out.push(sse::frame(Some(kind), &data.to_string()));
+    }
+
+    fn ensure_started(&mut self, out: &mut Vec<Bytes>) {
+        if self.started {
+            return;
+        }
+        self.started = true;
+        let response = response_object(&self.id, &self.model, "in_progress", Vec::new(), None);
+        self.emit(out, "response.created", json!({"response": response}));
+        let response = response_object(&self.id, &self.model, "in_progress", Vec::new(), None);
+        self.emit(out, "response.in_progress", json!({"response": response}));
+    }
+
+    fn next_index(&self) -> usize {
+        self.output.len() + usize::from(self.open.is_some()) + self.calls.len()
+    }
+
+    fn close_open(&mut self, out: &mut Vec<Bytes>) {
+        match self.open.take() {
+            None => {}
+            Some(Open::Text { item, text }) => {
+                let item_id = format!("msg_{item}");
+                self.emit(out, "response.output_text.done", json!({"item_id": item_id, "output_index": item, "content_index": 0, "text": text}));
+                let part = json!({"type": "output_text", "text": text, "annotations": []});
+                self.emit(out, "response.content_part.done", json!({"item_id": item_id, "output_index": item, "content_index": 0, "part": part}));
+                let done = json!({"type": "message", "id": item_id, "status": "completed", "role": "assistant", "content": [part]});
+                self.emit(
+                    out,
+                    "response.output_item.done",
+                    json!({"output_index": item, "item": done}),
+                );
+                self.output.push(done);
+            }
+            Some(Open::Reasoning {
+                item,
+                text,
+                signature,
+            }) => {
+                let item_id = format!("rs_{item}");
+                self.emit(out, "response.reasoning_summary_text.done", json!({"item_id": item_id, "output_index": item, "summary_index": 0, "text": text}));
+                let part = json!({"type": "summary_text", "text": text});
+                self.emit(out, "response.reasoning_summary_part.done", json!({"item_id": item_id, "output_index": item, "summary_index": 0, "part": part}));
+                let mut done = json!({"type": "reasoning", "id": item_id, "summary": [part]});
+                if let Some(signature) = signature {
+                    done["encrypted_content"] = json!(signature);
+                }
+                self.emit(
+                    out,
+                    "response.output_item.done",
+                    json!({"output_index": item, "item": done}),
+                );
+                self.output.push(done);
+            }
+        }
+    }
+
+    fn flush_calls(&mut self, out: &mut Vec<Bytes>) {
+        for upstream_index in std::mem::take(&mut self.call_order) {
+            let Some(call) = self.calls.remove(&upstream_index) else {
+                continue;
+            };
+            let item_id = format!("fc_{}", call.output_index);
+            let custom = self.tools.is_custom(&call.name);
+            if custom {
+                self.emit(out, "response.custom_tool_call_input.done", json!({"item_id": item_id, "output_index": call.output_index, "input": custom_input(&call.arguments)}));
+            } else {
+                self.emit(out, "response.function_call_arguments.done", json!({"item_id": item_id, "output_index": call.output_index, "arguments": call.arguments}));
+            }
+            let item = self.tools.item(
+                &item_id,
+                &call.call_id,
+                &call.name,
+                &call.arguments,
+                "completed",
+            );
+            self.emit(
+                out,
+                "response.output_item.done",
+                json!({"output_index": call.output_index, "item": item}),
+            );
+            self.output.push(item);
+        }
+    }
+}
+
+impl StreamEncoder for Encoder {
+    fn event(&mut self, event: &StreamEvent) -> Vec<Bytes> {
+        let mut out = Vec::new();
+        if self.done {
+            return out;
+        }
+        match event {
+            StreamEvent::Start { id, model } => {
+                if !self.started {
+                    self.id = id.clone();
+                    if !model.is_empty() {
+                        self.model = model.clone();
+                    }
+                }
+            }
+            StreamEvent::Usage(usage) => self.usage.merge(usage),
+            StreamEvent::TextDelta { text } => {
+                self.ensure_started(&mut out);
+                if !matches!(self.open, Some(Open::Text { .. })) {
+                    self.flush_calls(&mut out);
+                    self.close_open(&mut out);
+                    let item = self.next_index();
+                    let item_id = format!("msg_{item}");
+                    self.emit(&mut out, "response.output_item.added", json!({"output_index": item,
+                        "item": {"type": "message", "id": item_id, "status": "in_progress", "role": "assistant", "content": []}}));
+                    self.emit(
+                        &mut out,
+                        "response.content_part.added",
+                        json!({"item_id": item_id, "output_index": item, "content_index": 0,
+                        "part": {"type": "output_text", "text": "", "annotations": []}}),
+                    );
+                    self.open = Some(Open::Text {
+                        item,
+                        text: String::new(),
+                    });
+                }
+                if let Some(Open::Text { item, text: buffer }) = &mut self.open {
+                    buffer.push_str(text);
+                    let item = *item;
+                    self.emit(&mut out, "response.output_text.delta", json!({"item_id": format!("msg_{item}"), "output_index": item, "content_index": 0, "delta": text}));
+                }
+            }
+            StreamEvent::ThinkingDelta { .. } | StreamEvent::ThinkingSignature { .. } => {
+                self.ensure_started(&mut out);
+                if !matches!(self.open, Some(Open::Reasoning { .. })) {
+                    self.flush_calls(&mut out);
+                    self.close_open(&mut out);
+                    let item = self.next_index();
+                    let item_id = format!("rs_{item}");
+                    self.emit(
+                        &mut out,
+                        "response.output_item.added",
+                        json!({"output_index": item,
+                        "item": {"type": "reasoning", "id": item_id, "summary": []}}),
+                    );
+                    self.emit(
+                        &mut out,
+                        "response.reasoning_summary_part.added",
+                        json!({"item_id": item_id, "output_index": item, "summary_index": 0,
+                        "part": {"type": "summary_text", "text": ""}}),
+                    );
+                    self.open = Some(Open::Reasoning {
+                        item,
+                        text: String::new(),
+                        signature: None,
+                    });
+                }
+                if let Some(Open::Reasoning {
+                    item,
+                    text,
+                    signature,
+                }) = &mut self.open
+                {
+                    let item = *item;
+                    match event {
+                        StreamEvent::ThinkingDelta { text: delta } => {
+                            text.push_str(delta);
+                            let delta = delta.clone();
+                            self.emit(&mut out, "response.reasoning_summary_text.delta", json!({"item_id": format!("rs_{item}"), "output_index": item, "summary_index": 0, "delta": delta}));
+                        }
+                        StreamEvent::ThinkingSignature { signature: s } => {
+                            *signature = Some(s.clone())
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            StreamEvent::ToolCallStart {
+                index, id, name, ..
+            } => {
+                self.ensure_started(&mut out);
+                self.close_open(&mut out);
+                let output_index = self.next_index();
+                let item_id = format!("fc_{output_index}");
+                let item = self.tools.item(&item_id, id, name, "", "in_progress");
+                self.emit(
+                    &mut out,
+                    "response.output_item.added",
+                    json!({"output_index": output_index, "item": item}),
+                );
+                self.calls.insert(
+                    *index,
+                    PendingCall {
+                        output_index,
+                        call_id: id.clone(),
+                        name: name.clone(),
+                        arguments: String::new(),
+                    },
+                );
+                self.call_order.push(*index);
+            }
+            StreamEvent::ToolCallDelta { index, arguments } => {
+                if let Some(call) = self.calls.get_mut(index) {
+                    call.arguments.push_str(arguments);
+                    // A custom tool's input is only known once its JSON wrapper is complete.
+                    if !self.tools.is_custom(&call.name) {
+                        let (item_id, output_index) =
+                            (format!("fc_{}", call.output_index), call.output_index);
+                        self.emit(&mut out, "response.function_call_arguments.delta", json!({"item_id": item_id, "output_index": output_index, "delta": arguments}));
+                    }
+                }
+            }
+            StreamEvent::Stop(stop) => {
+                self.ensure_started(&mut out);
+                self.close_open(&mut out);
+                self.flush_calls(&mut out);
+                let (kind, status) = if *stop == StopReason::MaxTokens {
+                    ("response.completed", "incomplete")
+                } else {
+                    ("response.completed", "completed")
+                };
+                let response = response_object(
+                    &self.id,
+                    &self.model,
+                    status,
+                    self.output.clone(),
+                    Some(&self.usage),
+                );
+                self.emit(&mut out, kind, json!({"response": response}));
+                self.done = true;
+            }
+        }
+        out
+    }
+
+    fn error(&mut self, error: &ApiError) -> Vec<Bytes> {
+        if self.done {
+            return Vec::new();
+        }
+        self.done = true;
+        let sequence = self.sequence;
+        vec![stream_error(error, sequence)]
+    }
+}

@@ -1,0 +1,264 @@
+//! Routing profiles (`profiles/*.toml`, selected by `/p/<profile>`) and the step that picks
+//! the upstream for a request: exact `model_map` entries, explicit `provider|model`
+//! references, models a provider lists, then family patterns (`*opus*`) to a tier.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Deserialize;
+
+use super::ir::{ApiError, ErrorKind};
+use crate::config::{ConfigError, ProviderConfig, parse_toml};
+
+/// One routing profile.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    #[serde(default)]
+    pub description: Option<String>,
+    /// The tier for requested models no pattern matches.
+    #[serde(default = "default_tier")]
+    pub default_tier: String,
+    /// Tier name -> its model.
+    #[serde(default)]
+    pub tiers: BTreeMap<String, TierSpec>,
+    /// Glob on the requested model (`*` only, case-insensitive) -> tier name.
+    #[serde(default)]
+    pub families: BTreeMap<String, String>,
+    /// Exact requested model -> `provider|model`.
+    #[serde(default)]
+    pub model_map: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TierSpec {
+    /// `provider|model`, or a model name a provider lists.
+    pub model: String,
+}
+
+fn default_tier() -> String {
+    "middle".into()
+}
+
+/// Where one request goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub provider: String,
+    pub model: String,
+}
+
+/// All profiles: built in, with the user's `profiles/` dir laid over them.
+#[derive(Debug, Clone)]
+pub struct Profiles {
+    profiles: BTreeMap<String, Profile>,
+}
+
+/// Profiles every agent's launch may name; without a file of their own they use `default`.
+fn is_agent_profile(name: &str) -> bool {
+    let base = name.strip_suffix("-bypass").unwrap_or(name);
+    crate::agent::Registry::builtin()
+        .map(|r| r.iter().any(|(spec, _)| spec.profile == base))
+        .unwrap_or(false)
+}
+
+impl Profiles {
+    pub fn load(user_dir: &Path) -> Result<Profiles, ConfigError> {
+        let mut profiles = BTreeMap::new();
+        for (stem, text) in crate::embedded::BUILTIN_PROFILES {
+            let profile: Profile = parse_toml(text, &format!("profiles/{stem}.toml (built in)"))?;
+            profiles.insert(stem.to_string(), profile);
+        }
+        if let Ok(entries) = std::fs::read_dir(user_dir) {
+            let mut paths: Vec<_> = entries.filter_map(Result::ok).map(|e| e.path()).collect();
+            paths.retain(|p| p.extension().is_some_and(|e| e == "toml"));
+            paths.sort();
+            for path in paths {
+                let origin = path.display().to_string();
+                let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+                    path: origin.clone(),
+                    source,
+                })?;
+                let profile: Profile = parse_toml(&text, &origin)?;
+                let stem = path
+                    .file_stem()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned();
+                profiles.insert(stem, profile);
+            }
+        }
+        Ok(Profiles { profiles })
+    }
+
+    /// Check every reference against the providers, so a typo fails at start-up.
+    pub fn check(&self, providers: &BTreeMap<String, ProviderConfig>) -> Result<(), ConfigError> {
+        for (name, profile) in &self.profiles {
+            let origin = format!("profile `{name}`");
+            let targets = profile
+                .tiers
+                .iter()
+                .map(|(t, spec)| (format!("tiers.{t}.model"), &spec.model))
+                .chain(
+                    profile
+                        .model_map
+                        .iter()
+                        .map(|(k, v)| (format!("model_map.\"{k}\""), v)),
+                );
+            for (field, target) in targets {
+                if let Some((provider, _)) = target.split_once('|')
+                    && !providers.contains_key(provider)
+                {
+                    return Err(ConfigError::Invalid {
+                        origin,
+                        field,
+                        message: format!(
+                            "names provider `{provider}`, which is not configured (known: {})",
+                            providers.keys().cloned().collect::<Vec<_>>().join(", ")
+                        ),
+                    });
+                }
+            }
+            for tier in profile
+                .families
+                .values()
+                .chain(std::iter::once(&profile.default_tier))
+            {
+                if !profile.tiers.contains_key(tier) {
+                    return Err(ConfigError::Invalid {
+                        origin,
+                        field: "families".into(),
+                        message: format!("uses tier `{tier}`, which has no [tiers.{tier}] entry"),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Profile)> {
+        self.profiles.iter()
+    }
+
+    /// The profile for a `/p/<name>` path; `None` for the plain paths means `default`.
+    pub fn get(&self, name: Option<&str>) -> Result<(&str, &Profile), ApiError> {
+        let wanted = name.unwrap_or("default");
+        if let Some((key, profile)) = self.profiles.get_key_value(wanted) {
+            return Ok((key, profile));
+        }
+        let base = wanted.strip_suffix("-bypass").unwrap_or(wanted);
+        if let Some((key, profile)) = self.profiles.get_key_value(base) {
+            return Ok((key, profile));
+        }
+        if is_agent_profile(wanted)
+            && let Some((key, profile)) = self.profiles.get_key_value("default")
+        {
+            return Ok((key, profile));
+        }
+        Err(ApiError::new(
+            ErrorKind::NotFound,
+            format!(
+                "no routing profile `{wanted}` (known: {}); add profiles/{wanted}.toml to the clutch config dir",
+                self.profiles.keys().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        ))
+    }
+}
+
+/// `*`-only glob, case-insensitive.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let pattern = pattern.to_lowercase();
+    let text = text.to_lowercase();
+    let pieces: Vec<&str> = pattern.split('*').collect();
+    let mut rest = text.as_str();
+    for (i, piece) in pieces.iter().enumerate() {
+        if piece.is_empty() {
+            continue;
+        }
+        if i == 0 {
+            match rest.strip_prefix(piece) {
+                Some(r) => rest = r,
+                None => return false,
+            }
+        } else if i == pieces.len() - 1 {
+            return rest.ends_with(piece);
+        } else {
+            match rest.find(piece) {
+                Some(at) => rest = &rest[at + piece.len()..],
+                None => return false,
+            }
+        }
+    }
+    pieces.last().is_none_or(|p| p.is_empty()) || pieces.len() == 1 && rest.is_empty()
+}
+
+/// Pick the upstream for `requested`. `bypass` keeps the requested model (the bypass route).
+pub fn resolve(
+    profile: &Profile,
+    requested: &str,
+    bypass: bool,
+    providers: &BTreeMap<String, ProviderConfig>,
+) -> Result<Target, ApiError> {
+    let target_of = |reference: &str| -> Result<Target, ApiError> {
+        if let Some((provider, model)) = reference.split_once('|') {
+            if !providers.contains_key(provider) {
+                return Err(ApiError::invalid(format!(
+                    "model `{reference}` names provider `{provider}`, which is not configured"
+                )));
+            }
+            return Ok(Target {
+                provider: provider.to_string(),
+                model: model.to_string(),
+            });
+        }
+        let listed = providers
+            .iter()
+            .find(|(_, p)| p.models.contains_key(reference));
+        let provider = listed.map_or("openrouter", |(name, _)| name.as_str());
+        Ok(Target {
+            provider: provider.to_string(),
+            model: reference.to_string(),
+        })
+    };
+    if let Some(reference) = profile.model_map.get(requested) {
+        return target_of(reference);
+    }
+    if requested.contains('|')
+        || bypass
+        || providers.values().any(|p| p.models.contains_key(requested))
+    {
+        return target_of(requested);
+    }
+    let tier = profile
+        .families
+        .iter()
+        .find(|(pattern, _)| glob_match(pattern, requested))
+        .map_or(profile.default_tier.as_str(), |(_, tier)| tier.as_str());
+    let spec = profile.tiers.get(tier).ok_or_else(|| {
+        ApiError::new(
+            ErrorKind::Api,
+            format!("the routing profile has no [tiers.{tier}]"),
+        )
+    })?;
+    target_of(&spec.model)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("*opus*", "claude-opus-5-5"));
+        assert!(glob_match("*OPUS*", "claude-opus"));
+        assert!(!glob_match("*opus*", "claude-sonnet"));
+        assert!(glob_match("claude-*", "claude-x"));
+        assert!(!glob_match("claude-*", "x-claude"));
+        assert!(glob_match("*-mini", "gpt-mini"));
+        assert!(glob_match("exact", "exact"));
+        assert!(!glob_match("exact", "exactly"));
+        assert!(glob_match("*", "anything"));
+        assert!(glob_match("a*b*c", "a-x-b-y-c"));
+        assert!(!glob_match("a*b*c", "a-x-c-y-b"));
+    }
+}

@@ -1,0 +1,223 @@
+//! Talking to model providers: one pooled keep-alive client, the URL and headers each
+//! protocol wants, and the timeouts (connect, first byte, idle gap, total) turned into
+//! errors the client can read.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+
+use super::ir::{ApiError, ErrorKind};
+use super::proto::Protocol;
+use crate::config::{GatewayConfig, ProviderConfig};
+
+/// A configured provider, ready to be called.
+#[derive(Debug, Clone)]
+pub struct Provider {
+    pub name: String,
+    pub format: Protocol,
+    pub base_url: String,
+    pub keys: Vec<String>,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl Provider {
+    pub fn new(name: &str, config: &ProviderConfig) -> Result<Provider, String> {
+        let mut headers = Vec::new();
+        for (key, value) in &config.headers {
+            let name = HeaderName::from_bytes(key.as_bytes())
+                .map_err(|_| format!("providers.{name}.headers: `{key}` is not a header name"))?;
+            let value = HeaderValue::from_str(value.as_str())
+                .map_err(|_| format!("providers.{name}.headers.{key}: not a valid header value"))?;
+            headers.push((name, value));
+        }
+        Ok(Provider {
+            name: name.to_string(),
+            format: config.format,
+            base_url: config.base_url.as_str().trim_end_matches('/').to_string(),
+            keys: config.keys(),
+            headers,
+        })
+    }
+
+    /// The endpoint for a model call.
+    pub fn url(&self, model: &str, stream: bool, anthropic_query: Option<&str>) -> String {
+        match self.format {
+            Protocol::Anthropic => match anthropic_query {
+                Some(q) if !q.is_empty() => format!("{}/v1/messages?{q}", self.base_url),
+                _ => format!("{}/v1/messages", self.base_url),
+            },
+            Protocol::Chat => format!("{}/chat/completions", self.base_url),
+            Protocol::Responses => format!("{}/responses", self.base_url),
+            Protocol::Gemini if stream => format!(
+                "{}/v1beta/models/{model}:streamGenerateContent?alt=sse",
+                self.base_url
+            ),
+            Protocol::Gemini => format!("{}/v1beta/models/{model}:generateContent", self.base_url),
+        }
+    }
+
+    /// Auth and protocol headers, with `key`.
+    pub fn headers(
+        &self,
+        key: Option<&str>,
+        passthrough: &[(HeaderName, HeaderValue)],
+    ) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            reqwest::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        for (name, value) in passthrough {
+            headers.insert(name.clone(), value.clone());
+        }
+        if let Some(key) = key
+            && let Ok(value) = HeaderValue::from_str(key)
+        {
+            match self.format {
+                Protocol::Anthropic => {
+                    headers.insert("x-api-key", value);
+                }
+                Protocol::Gemini => {
+                    headers.insert("x-goog-api-key", value);
+                }
+                Protocol::Chat | Protocol::Responses => {
+                    if let Ok(bearer) = HeaderValue::from_str(&format!("Bearer {key}")) {
+                        headers.insert(reqwest::header::AUTHORIZATION, bearer);
+                    }
+                }
+            }
+        }
+        if self.format == Protocol::Anthropic && !headers.contains_key("anthropic-version") {
+            headers.insert("anthropic-version", HeaderValue::from_static("2023-06-01"));
+        }
+        for (name, value) in &self.headers {
+            headers.insert(name.clone(), value.clone());
+        }
+        headers
+    }
+}
+
+/// Timeouts for one request.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub first_byte: Duration,
+    pub idle: Duration,
+    pub total: Duration,
+}
+
+impl Timeouts {
+    pub fn from_config(config: &GatewayConfig) -> Timeouts {
+        Timeouts {
+            first_byte: Duration::from_secs(config.first_byte_timeout_secs),
+            idle: Duration::from_secs(config.idle_timeout_secs),
+            total: Duration::from_secs(config.total_timeout_secs),
+        }
+    }
+}
+
+/// The shared HTTP client: pooled, keep-alive, with the connect timeout.
+pub fn client(config: &GatewayConfig) -> reqwest::Client {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(config.connect_timeout_secs))
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(64)
+        .tcp_nodelay(true)
+        .no_proxy()
+        .build()
+        .expect("the HTTP client builds with static settings")
+}
+
+/// POST `body` and wait for the response headers, within the first-byte timeout.
+pub async fn send(
+    client: &reqwest::Client,
+    provider: &Provider,
+    url: String,
+    headers: HeaderMap,
+    body: Bytes,
+    timeouts: Timeouts,
+) -> Result<reqwest::Response, ApiError> {
+    let request = client.post(&url).headers(headers).body(body);
+    match tokio::time::timeout(timeouts.first_byte, request.send()).await {
+        Err(_) => Err(ApiError {
+            status: 504,
+            kind: ErrorKind::Timeout,
+            message: format!(
+                "provider `{}` sent no response within {:?}",
+                provider.name, timeouts.first_byte
+            ),
+            retry_after: None,
+        }),
+        Ok(Err(err)) => Err(ApiError {
+            status: 502,
+            kind: ErrorKind::Api,
+            message: format!(
+                "cannot reach provider `{}` ({}): {}",
+                provider.name,
+                redact_url(&url),
+                error_chain(&err)
+            ),
+            retry_after: None,
+        }),
+        Ok(Ok(response)) => Ok(response),
+    }
+}
+
+/// The URL without its query, which may carry a key.
+fn redact_url(url: &str) -> &str {
+    url.split('?').next().unwrap_or(url)
+}
+
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(inner) = source {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    text
+}
+
+/// An upstream's non-success answer as the error the client gets. A rejected key is the
+/// gateway's problem, not the agent's login, so it becomes a 502 that names the provider.
+pub fn status_error(
+    provider: &Provider,
+    status: u16,
+    retry_after: Option<u64>,
+    body: &[u8],
+) -> ApiError {
+    let message = super::proto::upstream_error_message(body);
+    match status {
+        401 | 403 => ApiError {
+            status: 502,
+            kind: ErrorKind::Api,
+            message: format!(
+                "provider `{}` rejected the gateway's credentials ({status}): {message}; check its key in the clutch config",
+                provider.name
+            ),
+            retry_after: None,
+        },
+        _ => {
+            let kind = ErrorKind::from_status(status);
+            ApiError {
+                status: if status >= 400 { status } else { 502 },
+                kind,
+                message: format!("provider `{}` answered {status}: {message}", provider.name),
+                retry_after,
+            }
+        }
+    }
+}
+
+/// Seconds from a `Retry-After` header (delta-seconds form).
+pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<u64> {
+    headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .map(|s| s.ceil() as u64)
+}

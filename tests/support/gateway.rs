@@ -1,0 +1,79 @@
+//! The gateway running in-process on 127.0.0.1:0 for a test, configured from a
+//! [`Clutch`](super::Clutch) sandbox's config dir. Stops when dropped.
+
+use std::sync::Arc;
+
+use clutch::gateway::{Gateway, serve};
+use clutch::paths::Paths;
+
+pub struct TestGateway {
+    pub url: String,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TestGateway {
+    /// Start with the config and profiles under `clutch_home`.
+    pub fn start(clutch_home: &std::path::Path) -> TestGateway {
+        let paths = Paths::under(clutch_home);
+        let config =
+            clutch::config::Config::load(&paths.config_file()).expect("test config is valid");
+        let gateway = Arc::new(Gateway::new(&config, &paths).expect("gateway builds"));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                serve(gateway, listener, async {
+                    let _ = rx.await;
+                })
+                .await
+                .unwrap();
+            });
+        });
+        TestGateway {
+            url,
+            shutdown: Some(tx),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for TestGateway {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Config and a default profile that send every model call to the fake upstream at `url`,
+/// which speaks `format`.
+pub fn route_everything_to(
+    clutch_home: &std::path::Path,
+    gateway_url: &str,
+    fake_url: &str,
+    format: &str,
+) {
+    let base = match format {
+        "chat" | "responses" => format!("{fake_url}/v1"),
+        _ => fake_url.to_string(),
+    };
+    let config = format!(
+        "[gateway]\nurl = \"{gateway_url}\"\nauto_start = false\n\n[providers.fake]\nbase_url = \"{base}\"\nformat = \"{format}\"\napi_key = \"upstream-secret-key\"\n"
+    );
+    std::fs::create_dir_all(clutch_home.join("config/profiles")).unwrap();
+    std::fs::write(clutch_home.join("config/config.toml"), config).unwrap();
+    let profile = "default_tier = \"middle\"\n[tiers.big]\nmodel = \"fake|fake-big\"\n[tiers.middle]\nmodel = \"fake|fake-middle\"\n[tiers.small]\nmodel = \"fake|fake-small\"\n[families]\n\"*opus*\" = \"big\"\n\"*sonnet*\" = \"middle\"\n\"*haiku*\" = \"small\"\n";
+    std::fs::write(clutch_home.join("config/profiles/default.toml"), profile).unwrap();
+}
