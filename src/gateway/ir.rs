@@ -31,6 +31,27 @@ pub struct Request {
     pub stream_usage: bool,
 }
 
+impl Request {
+    /// Give every tool result the name of the call it answers (protocols that match results by
+    /// name, like Gemini, need it; others only carry the id).
+    pub fn link_tool_names(&mut self) {
+        let mut names = std::collections::HashMap::new();
+        for message in &mut self.messages {
+            for part in &mut message.parts {
+                match part {
+                    Part::ToolCall(call) => {
+                        names.insert(call.id.clone(), call.name.clone());
+                    }
+                    Part::ToolResult(result) if result.name.is_none() => {
+                        result.name = names.get(&result.call_id).cloned();
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {

@@ -595,13 +595,6 @@ impl Call {
                 }
             }
             loop {
-                if decoder.complete() {
-                    let tail = decoder.finish();
-                    for event in &tail {
-                        send_all(&tx, encoder.event(event)).await;
-                    }
-                    return;
-                }
                 let next = tokio::select! {
                     next = upstream.next(self.timeouts.idle) => next,
                     () = tx.closed() => return,

@@ -68,6 +68,130 @@ pub enum Reply {
         name: String,
         arguments: Value,
     },
+    /// A full turn: any mix of blocks, a stop reason and usage.
+    Turn(Turn),
+    /// An HTTP error with this body.
+    Error {
+        status: u16,
+        body: String,
+        retry_after: Option<u64>,
+    },
+    /// Exactly these bytes (malformed streams, HTML pages, empty bodies).
+    Raw {
+        status: u16,
+        content_type: String,
+        body: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Turn {
+    pub blocks: Vec<Block>,
+    pub stop: Stop,
+    pub usage: FakeUsage,
+}
+
+#[derive(Debug, Clone)]
+pub enum Block {
+    Text(String),
+    Thinking {
+        text: String,
+        signature: String,
+    },
+    Tool {
+        id: String,
+        name: String,
+        arguments: Value,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    End,
+    MaxTokens,
+    Tool,
+}
+
+/// Prompt tokens in total (cache included), output tokens, and the cache buckets.
+#[derive(Debug, Clone, Copy)]
+pub struct FakeUsage {
+    pub input: u64,
+    pub output: u64,
+    pub cache_read: u64,
+    pub cache_write: u64,
+}
+
+impl Default for FakeUsage {
+    fn default() -> Self {
+        FakeUsage {
+            input: USAGE_IN,
+            output: USAGE_OUT,
+            cache_read: 0,
+            cache_write: 0,
+        }
+    }
+}
+
+impl Reply {
+    fn turn(&self) -> Option<Turn> {
+        match self {
+            Reply::Text(text) => Some(Turn {
+                blocks: vec![Block::Text(text.clone())],
+                stop: Stop::End,
+                usage: FakeUsage::default(),
+            }),
+            Reply::ToolCall { name, arguments } => Some(Turn {
+                blocks: vec![Block::Tool {
+                    id: "call_fake_1".into(),
+                    name: name.clone(),
+                    arguments: arguments.clone(),
+                }],
+                stop: Stop::Tool,
+                usage: FakeUsage::default(),
+            }),
+            Reply::Turn(turn) => Some(turn.clone()),
+            _ => None,
+        }
+    }
+}
+
+/// Clients can script the fake through their prompt: `[[tool:NAME]]` asks for a tool call
+/// (once: a request that already carries a tool result gets text), `[[status:429]]` or
+/// `[[status:500]]` fails with that status.
+fn magic_reply(body: &Value, default_text: &str) -> Option<Reply> {
+    let text = body.to_string();
+    if let Some(at) = text.find("[[status:") {
+        let code: u16 = text[at + 9..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect::<String>()
+            .parse()
+            .ok()?;
+        return Some(Reply::Error {
+            status: code,
+            body: json!({"error": {"message": format!("fake upstream injected HTTP {code}"), "type": "fake", "code": code}}).to_string(),
+            retry_after: (code == 429).then_some(1),
+        });
+    }
+    if let Some(at) = text.find("[[tool:") {
+        let answered = [
+            "tool_result",
+            "\"role\":\"tool\"",
+            "function_call_output",
+            "functionResponse",
+        ]
+        .iter()
+        .any(|m| text.contains(m));
+        if answered {
+            return Some(Reply::Text(format!("{default_text} after tool")));
+        }
+        let name: String = text[at + 7..].chars().take_while(|c| *c != ']').collect();
+        return Some(Reply::ToolCall {
+            name,
+            arguments: json!({"city": "Paris"}),
+        });
+    }
+    None
 }
 
 #[derive(Default)]
@@ -223,7 +347,10 @@ fn handle(shared: &Shared, method: Method, uri: Uri, headers: HeaderMap, body: B
         let reply = if protocol == Protocol::Other || is_gemini_router_call(&body_json) {
             None
         } else {
-            state.script.pop_front()
+            state
+                .script
+                .pop_front()
+                .or_else(|| magic_reply(&body_json, &shared.default_text))
         };
         shared.changed.notify_all();
         reply.unwrap_or_else(|| Reply::Text(shared.default_text.clone()))
@@ -238,21 +365,31 @@ fn handle(shared: &Shared, method: Method, uri: Uri, headers: HeaderMap, body: B
         .and_then(Value::as_str)
         .unwrap_or("fake-model")
         .to_string();
+    if protocol == Protocol::Other {
+        return other(&method, &path);
+    }
+    if protocol == Protocol::Anthropic && path.ends_with("/count_tokens") {
+        return json_response(json!({"input_tokens": 12}));
+    }
+    if protocol == Protocol::Gemini && is_gemini_router_call(&body_json) {
+        let text = r#"{"complexity_reasoning":"a short greeting","complexity_score":1}"#;
+        return json_response(gemini_json(&Turn {
+            blocks: vec![Block::Text(text.into())],
+            stop: Stop::End,
+            usage: FakeUsage::default(),
+        }));
+    }
+    let turn = match reply.turn() {
+        Some(turn) => turn,
+        None => return raw_reply(&reply),
+    };
     match protocol {
-        Protocol::Anthropic if path.ends_with("/count_tokens") => {
-            json_response(json!({"input_tokens": 12}))
-        }
-        Protocol::Anthropic => anthropic(&model, &reply, stream),
-        Protocol::Chat => chat(&model, &reply, stream),
-        Protocol::Responses => responses(&model, &reply, stream),
-        Protocol::Gemini if is_gemini_router_call(&body_json) => {
-            json_response(gemini_json(&Reply::Text(
-                r#"{"complexity_reasoning":"a short greeting","complexity_score":1}"#.into(),
-            )))
-        }
-        Protocol::Gemini if stream => sse(vec![(None, gemini_json(&reply))]),
-        Protocol::Gemini => json_response(gemini_json(&reply)),
-        Protocol::Other => other(&method, &path),
+        Protocol::Anthropic => anthropic(&model, &turn, stream),
+        Protocol::Chat => chat(&model, &turn, stream),
+        Protocol::Responses => responses(&model, &turn, stream),
+        Protocol::Gemini if stream => gemini_stream(&turn),
+        Protocol::Gemini => json_response(gemini_json(&turn)),
+        Protocol::Other => unreachable!("handled above"),
     }
 }
 
@@ -316,71 +453,199 @@ fn sse_raw(text: String) -> Response {
 const USAGE_IN: u64 = 12;
 const USAGE_OUT: u64 = 3;
 
-fn anthropic(model: &str, reply: &Reply, stream: bool) -> Response {
-    let (block, stop_reason) = match reply {
-        Reply::Text(text) => (json!({"type": "text", "text": text}), "end_turn"),
-        Reply::ToolCall { name, arguments } => (
-            json!({"type": "tool_use", "id": "toolu_fake_1", "name": name, "input": arguments}),
-            "tool_use",
-        ),
-    };
-    let usage = json!({"input_tokens": USAGE_IN, "output_tokens": USAGE_OUT});
-    if !stream {
-        return json_response(json!({
-            "id": "msg_fake", "type": "message", "role": "assistant", "model": model,
-            "content": [block], "stop_reason": stop_reason, "stop_sequence": null, "usage": usage,
-        }));
+fn raw_reply(reply: &Reply) -> Response {
+    match reply {
+        Reply::Error {
+            status,
+            body,
+            retry_after,
+        } => {
+            let mut builder = Response::builder()
+                .status(*status)
+                .header("content-type", "application/json");
+            if let Some(seconds) = retry_after {
+                builder = builder.header("retry-after", seconds.to_string());
+            }
+            builder.body(Body::from(body.clone())).unwrap()
+        }
+        Reply::Raw {
+            status,
+            content_type,
+            body,
+        } => Response::builder()
+            .status(*status)
+            .header("content-type", content_type.as_str())
+            .body(Body::from(body.clone()))
+            .unwrap(),
+        _ => unreachable!("turns are encoded per protocol"),
     }
-    let (start_block, delta) = match reply {
-        Reply::Text(text) => (
-            json!({"type": "text", "text": ""}),
-            json!({"type": "text_delta", "text": text}),
-        ),
-        Reply::ToolCall { name, arguments } => (
-            json!({"type": "tool_use", "id": "toolu_fake_1", "name": name, "input": {}}),
-            json!({"type": "input_json_delta", "partial_json": arguments.to_string()}),
-        ),
-    };
-    sse(vec![
-        (
-            Some("message_start"),
-            json!({"type": "message_start", "message": {
-            "id": "msg_fake", "type": "message", "role": "assistant", "model": model, "content": [],
-            "stop_reason": null, "stop_sequence": null,
-            "usage": {"input_tokens": USAGE_IN, "output_tokens": 1}}}),
-        ),
-        (
-            Some("content_block_start"),
-            json!({"type": "content_block_start", "index": 0, "content_block": start_block}),
-        ),
-        (
-            Some("content_block_delta"),
-            json!({"type": "content_block_delta", "index": 0, "delta": delta}),
-        ),
-        (
-            Some("content_block_stop"),
-            json!({"type": "content_block_stop", "index": 0}),
-        ),
-        (
-            Some("message_delta"),
-            json!({"type": "message_delta",
-            "delta": {"stop_reason": stop_reason, "stop_sequence": null}, "usage": {"output_tokens": USAGE_OUT}}),
-        ),
-        (Some("message_stop"), json!({"type": "message_stop"})),
-    ])
 }
 
-fn chat(model: &str, reply: &Reply, stream: bool) -> Response {
-    let usage = json!({"prompt_tokens": USAGE_IN, "completion_tokens": USAGE_OUT, "total_tokens": USAGE_IN + USAGE_OUT});
-    let (message, finish) = match reply {
-        Reply::Text(text) => (json!({"role": "assistant", "content": text}), "stop"),
-        Reply::ToolCall { name, arguments } => (
-            json!({"role": "assistant", "content": null, "tool_calls": [{"id": "call_fake_1", "type": "function",
-                "function": {"name": name, "arguments": arguments.to_string()}}]}),
-            "tool_calls",
-        ),
+/// Split text in two so clients must join deltas.
+fn halves(text: &str) -> (String, String) {
+    let mut at = text.len() / 2;
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    (text[..at].to_string(), text[at..].to_string())
+}
+
+fn anthropic(model: &str, turn: &Turn, stream: bool) -> Response {
+    let stop_reason = match turn.stop {
+        Stop::End => "end_turn",
+        Stop::MaxTokens => "max_tokens",
+        Stop::Tool => "tool_use",
     };
+    let u = turn.usage;
+    let usage = json!({"input_tokens": u.input - u.cache_read - u.cache_write, "output_tokens": u.output,
+        "cache_read_input_tokens": u.cache_read, "cache_creation_input_tokens": u.cache_write});
     if !stream {
+        let content: Vec<Value> = turn
+            .blocks
+            .iter()
+            .map(|b| match b {
+                Block::Text(text) => json!({"type": "text", "text": text}),
+                Block::Thinking { text, signature } => {
+                    json!({"type": "thinking", "thinking": text, "signature": signature})
+                }
+                Block::Tool {
+                    id,
+                    name,
+                    arguments,
+                } => json!({"type": "tool_use", "id": id, "name": name, "input": arguments}),
+            })
+            .collect();
+        return json_response(json!({
+            "id": "msg_fake", "type": "message", "role": "assistant", "model": model,
+            "content": content, "stop_reason": stop_reason, "stop_sequence": null, "usage": usage,
+        }));
+    }
+    let mut start_usage = usage.clone();
+    start_usage["output_tokens"] = json!(1);
+    let mut events = vec![(
+        Some("message_start"),
+        json!({"type": "message_start", "message": {
+        "id": "msg_fake", "type": "message", "role": "assistant", "model": model, "content": [],
+        "stop_reason": null, "stop_sequence": null, "usage": start_usage}}),
+    )];
+    for (index, block) in turn.blocks.iter().enumerate() {
+        let (start, deltas) = match block {
+            Block::Text(text) => {
+                let (a, b) = halves(text);
+                (
+                    json!({"type": "text", "text": ""}),
+                    vec![
+                        json!({"type": "text_delta", "text": a}),
+                        json!({"type": "text_delta", "text": b}),
+                    ],
+                )
+            }
+            Block::Thinking { text, signature } => (
+                json!({"type": "thinking", "thinking": "", "signature": ""}),
+                vec![
+                    json!({"type": "thinking_delta", "thinking": text}),
+                    json!({"type": "signature_delta", "signature": signature}),
+                ],
+            ),
+            Block::Tool {
+                id,
+                name,
+                arguments,
+            } => {
+                let (a, b) = halves(&arguments.to_string());
+                (
+                    json!({"type": "tool_use", "id": id, "name": name, "input": {}}),
+                    vec![
+                        json!({"type": "input_json_delta", "partial_json": a}),
+                        json!({"type": "input_json_delta", "partial_json": b}),
+                    ],
+                )
+            }
+        };
+        events.push((
+            Some("content_block_start"),
+            json!({"type": "content_block_start", "index": index, "content_block": start}),
+        ));
+        for delta in deltas {
+            events.push((
+                Some("content_block_delta"),
+                json!({"type": "content_block_delta", "index": index, "delta": delta}),
+            ));
+        }
+        events.push((
+            Some("content_block_stop"),
+            json!({"type": "content_block_stop", "index": index}),
+        ));
+    }
+    events.push((Some("message_delta"), json!({"type": "message_delta",
+        "delta": {"stop_reason": stop_reason, "stop_sequence": null}, "usage": {"output_tokens": u.output}})));
+    events.push((Some("message_stop"), json!({"type": "message_stop"})));
+    sse(events)
+}
+
+fn chat(model: &str, turn: &Turn, stream: bool) -> Response {
+    let u = turn.usage;
+    let usage = json!({"prompt_tokens": u.input, "completion_tokens": u.output, "total_tokens": u.input + u.output,
+        "prompt_tokens_details": {"cached_tokens": u.cache_read}});
+    let finish = match turn.stop {
+        Stop::End => "stop",
+        Stop::MaxTokens => "length",
+        Stop::Tool => "tool_calls",
+    };
+    let text: String = turn
+        .blocks
+        .iter()
+        .filter_map(|b| {
+            if let Block::Text(t) = b {
+                Some(t.as_str())
+            } else {
+                None
+            }
+        })
+        .collect();
+    let reasoning: String = turn
+        .blocks
+        .iter()
+        .filter_map(|b| {
+            if let Block::Thinking { text, .. } = b {
+                Some(text.as_str())
+            } else {
+                None
+            }
+        })
+        .collect();
+    let calls: Vec<(usize, &String, &String, &Value)> = turn
+        .blocks
+        .iter()
+        .filter_map(|b| {
+            if let Block::Tool {
+                id,
+                name,
+                arguments,
+            } = b
+            {
+                Some((id, name, arguments))
+            } else {
+                None
+            }
+        })
+        .enumerate()
+        .map(|(i, (id, name, args))| (i, id, name, args))
+        .collect();
+    if !stream {
+        let mut message = json!({"role": "assistant", "content": if text.is_empty() { Value::Null } else { json!(text) }});
+        if !reasoning.is_empty() {
+            message["reasoning_content"] = json!(reasoning);
+        }
+        if !calls.is_empty() {
+            message["tool_calls"] = json!(
+                calls
+                    .iter()
+                    .map(|(_, id, name, args)| json!({"id": id, "type": "function",
+                "function": {"name": name, "arguments": args.to_string()}}))
+                    .collect::<Vec<_>>()
+            );
+        }
         return json_response(json!({
             "id": "chatcmpl-fake", "object": "chat.completion", "created": 1, "model": model,
             "choices": [{"index": 0, "message": message, "finish_reason": finish}], "usage": usage,
@@ -390,82 +655,163 @@ fn chat(model: &str, reply: &Reply, stream: bool) -> Response {
         json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1, "model": model,
             "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
     };
-    let delta = match reply {
-        Reply::Text(text) => json!({"content": text}),
-        Reply::ToolCall { name, arguments } => {
-            json!({"tool_calls": [{"index": 0, "id": "call_fake_1", "type": "function",
-            "function": {"name": name, "arguments": arguments.to_string()}}]})
+    let mut chunks = vec![chunk(json!({"role": "assistant", "content": ""}), None)];
+    for block in &turn.blocks {
+        match block {
+            Block::Thinking { text, .. } => {
+                chunks.push(chunk(json!({"reasoning_content": text}), None))
+            }
+            Block::Text(text) => {
+                let (a, b) = halves(text);
+                chunks.push(chunk(json!({"content": a}), None));
+                chunks.push(chunk(json!({"content": b}), None));
+            }
+            Block::Tool { .. } => {}
         }
-    };
+    }
+    for (index, id, name, args) in &calls {
+        let (a, b) = halves(&args.to_string());
+        chunks.push(chunk(json!({"tool_calls": [{"index": index, "id": id, "type": "function", "function": {"name": name, "arguments": a}}]}), None));
+        chunks.push(chunk(
+            json!({"tool_calls": [{"index": index, "function": {"arguments": b}}]}),
+            None,
+        ));
+    }
+    chunks.push(chunk(json!({}), Some(finish)));
+    chunks.push(json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1, "model": model, "choices": [], "usage": usage}));
     let mut text = String::new();
-    for data in [
-        chunk(json!({"role": "assistant", "content": ""}), None),
-        chunk(delta, None),
-        chunk(json!({}), Some(finish)),
-        json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1, "model": model, "choices": [], "usage": usage}),
-    ] {
+    for data in chunks {
         text.push_str(&format!("data: {data}\n\n"));
     }
     text.push_str("data: [DONE]\n\n");
     sse_raw(text)
 }
 
-fn responses(model: &str, reply: &Reply, stream: bool) -> Response {
-    let item = match reply {
-        Reply::Text(text) => {
-            json!({"type": "message", "id": "msg_fake", "status": "completed", "role": "assistant",
-            "content": [{"type": "output_text", "text": text, "annotations": []}]})
-        }
-        Reply::ToolCall { name, arguments } => {
-            json!({"type": "function_call", "id": "fc_fake", "status": "completed",
-            "call_id": "call_fake_1", "name": name, "arguments": arguments.to_string()})
-        }
+fn responses(model: &str, turn: &Turn, stream: bool) -> Response {
+    let u = turn.usage;
+    let items: Vec<Value> = turn
+        .blocks
+        .iter()
+        .enumerate()
+        .map(|(i, b)| match b {
+            Block::Text(text) => json!({"type": "message", "id": format!("msg_{i}"), "status": "completed", "role": "assistant",
+                "content": [{"type": "output_text", "text": text, "annotations": []}]}),
+            Block::Thinking { text, signature } => json!({"type": "reasoning", "id": format!("rs_{i}"),
+                "summary": [{"type": "summary_text", "text": text}], "encrypted_content": signature}),
+            Block::Tool { id, name, arguments } => json!({"type": "function_call", "id": format!("fc_{i}"), "status": "completed",
+                "call_id": id, "name": name, "arguments": arguments.to_string()}),
+        })
+        .collect();
+    let status = if turn.stop == Stop::MaxTokens {
+        "incomplete"
+    } else {
+        "completed"
     };
     let response = |status: &str, output: Value| {
         json!({"id": "resp_fake", "object": "response", "created_at": 1, "status": status, "model": model,
             "output": output,
-            "usage": {"input_tokens": USAGE_IN, "input_tokens_details": {"cached_tokens": 0},
-                "output_tokens": USAGE_OUT, "output_tokens_details": {"reasoning_tokens": 0},
-                "total_tokens": USAGE_IN + USAGE_OUT}})
+            "usage": {"input_tokens": u.input, "input_tokens_details": {"cached_tokens": u.cache_read},
+                "output_tokens": u.output, "output_tokens_details": {"reasoning_tokens": 0},
+                "total_tokens": u.input + u.output}})
     };
     if !stream {
-        return json_response(response("completed", json!([item])));
+        return json_response(response(status, json!(items)));
     }
-    let mut events = vec![
-        (
-            Some("response.created"),
-            json!({"type": "response.created", "sequence_number": 0, "response": response("in_progress", json!([]))}),
-        ),
-        (
-            Some("response.output_item.added"),
-            json!({"type": "response.output_item.added", "sequence_number": 1, "output_index": 0,
-            "item": {"type": item["type"], "id": item["id"], "status": "in_progress", "role": "assistant", "content": []}}),
-        ),
-    ];
-    if let Reply::Text(text) = reply {
+    let mut events = vec![(
+        Some("response.created"),
+        json!({"type": "response.created", "response": response("in_progress", json!([]))}),
+    )];
+    for (i, (block, item)) in turn.blocks.iter().zip(&items).enumerate() {
+        let mut added = item.clone();
+        match block {
+            Block::Text(_) => added["content"] = json!([]),
+            Block::Tool { .. } => added["arguments"] = json!(""),
+            Block::Thinking { .. } => added["summary"] = json!([]),
+        }
         events.push((
-            Some("response.output_text.delta"),
-            json!({"type": "response.output_text.delta", "sequence_number": 2,
-            "item_id": "msg_fake", "output_index": 0, "content_index": 0, "delta": text}),
+            Some("response.output_item.added"),
+            json!({"type": "response.output_item.added", "output_index": i, "item": added}),
+        ));
+        match block {
+            Block::Text(text) => {
+                let (a, b) = halves(text);
+                for delta in [a, b] {
+                    events.push((Some("response.output_text.delta"), json!({"type": "response.output_text.delta", "item_id": item["id"], "output_index": i, "content_index": 0, "delta": delta})));
+                }
+            }
+            Block::Thinking { text, .. } => events.push((Some("response.reasoning_summary_text.delta"), json!({"type": "response.reasoning_summary_text.delta", "item_id": item["id"], "output_index": i, "summary_index": 0, "delta": text}))),
+            Block::Tool { arguments, .. } => {
+                let (a, b) = halves(&arguments.to_string());
+                for delta in [a, b] {
+                    events.push((Some("response.function_call_arguments.delta"), json!({"type": "response.function_call_arguments.delta", "item_id": item["id"], "output_index": i, "delta": delta})));
+                }
+            }
+        }
+        events.push((
+            Some("response.output_item.done"),
+            json!({"type": "response.output_item.done", "output_index": i, "item": item}),
         ));
     }
-    events.push((Some("response.output_item.done"), json!({"type": "response.output_item.done", "sequence_number": 3, "output_index": 0, "item": item})));
-    events.push((Some("response.completed"), json!({"type": "response.completed", "sequence_number": 4, "response": response("completed", json!([item]))})));
+    events.push((
+        Some("response.completed"),
+        json!({"type": "response.completed", "response": response(status, json!(items))}),
+    ));
     sse(events)
 }
 
-fn gemini_json(reply: &Reply) -> Value {
-    let part = match reply {
-        Reply::Text(text) => json!({"text": text}),
-        Reply::ToolCall { name, arguments } => {
-            json!({"functionCall": {"name": name, "args": arguments}})
-        }
-    };
+fn gemini_parts(turn: &Turn) -> Vec<Value> {
+    turn.blocks
+        .iter()
+        .map(|b| match b {
+            Block::Text(text) => json!({"text": text}),
+            Block::Thinking { text, signature } => {
+                json!({"text": text, "thought": true, "thoughtSignature": signature})
+            }
+            Block::Tool {
+                name, arguments, ..
+            } => json!({"functionCall": {"name": name, "args": arguments}}),
+        })
+        .collect()
+}
+
+fn gemini_finish(turn: &Turn) -> &'static str {
+    if turn.stop == Stop::MaxTokens {
+        "MAX_TOKENS"
+    } else {
+        "STOP"
+    }
+}
+
+fn gemini_usage(turn: &Turn) -> Value {
+    let u = turn.usage;
+    json!({"promptTokenCount": u.input, "candidatesTokenCount": u.output, "cachedContentTokenCount": u.cache_read, "totalTokenCount": u.input + u.output})
+}
+
+fn gemini_json(turn: &Turn) -> Value {
     json!({
-        "candidates": [{"content": {"role": "model", "parts": [part]}, "finishReason": "STOP", "index": 0}],
-        "usageMetadata": {"promptTokenCount": USAGE_IN, "candidatesTokenCount": USAGE_OUT, "totalTokenCount": USAGE_IN + USAGE_OUT},
+        "candidates": [{"content": {"role": "model", "parts": gemini_parts(turn)}, "finishReason": gemini_finish(turn), "index": 0}],
+        "usageMetadata": gemini_usage(turn),
         "modelVersion": "fake-model",
     })
+}
+
+/// One chunk per part; the finish reason and usage ride on the last one.
+fn gemini_stream(turn: &Turn) -> Response {
+    let parts = gemini_parts(turn);
+    let count = parts.len().max(1);
+    let mut events = Vec::new();
+    for i in 0..count {
+        let part = parts.get(i).cloned().map_or_else(Vec::new, |p| vec![p]);
+        let mut candidate = json!({"content": {"role": "model", "parts": part}, "index": 0});
+        let mut chunk = json!({"modelVersion": "fake-model"});
+        if i == count - 1 {
+            candidate["finishReason"] = json!(gemini_finish(turn));
+            chunk["usageMetadata"] = gemini_usage(turn);
+        }
+        chunk["candidates"] = json!([candidate]);
+        events.push((None, chunk));
+    }
+    sse(events)
 }
 
 /// How long a test waits for an agent or a request before it fails.

@@ -40,12 +40,14 @@ pub fn decode_request(
     body: &[u8],
     path_model: Option<&str>,
 ) -> Result<ir::Request, ApiError> {
-    match protocol {
+    let mut request = match protocol {
         Protocol::Anthropic => anthropic::decode_request(body),
         Protocol::Chat => chat::decode_request(body),
         Protocol::Responses => responses::decode_request(body),
         Protocol::Gemini => gemini::decode_request(body, path_model.unwrap_or_default()),
-    }
+    }?;
+    request.link_tool_names();
+    Ok(request)
 }
 
 /// Encode a request for an upstream of `protocol`, asking for `model`.
