@@ -369,4 +369,14 @@ impl ApiError {
     pub fn invalid(message: impl Into<String>) -> ApiError {
         ApiError::new(ErrorKind::InvalidRequest, message)
     }
+
+    /// The upstream misbehaved (unreadable answer, broken stream): a 502.
+    pub fn upstream(message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: 502,
+            kind: ErrorKind::Api,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
 }

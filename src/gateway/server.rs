@@ -35,9 +35,17 @@ fn split_profile(path: &str) -> (Option<&str>, &str) {
     (None, path)
 }
 
+/// `model:action` of a Gemini model call, under `/v1beta/models/` or the stable `/v1/models/`.
+fn gemini_target(path: &str) -> Option<&str> {
+    let target = path
+        .strip_prefix("/v1beta/models/")
+        .or_else(|| path.strip_prefix("/v1/models/"))?;
+    target.contains(':').then_some(target)
+}
+
 /// The protocol a request to `path` speaks, for shaping errors before anything is parsed.
 fn protocol_of_path(path: &str, headers: &HeaderMap) -> Protocol {
-    if path.starts_with("/v1beta") {
+    if path.starts_with("/v1beta") || gemini_target(path).is_some() {
         Protocol::Gemini
     } else if path.contains("/messages") || headers.contains_key("anthropic-version") {
         Protocol::Anthropic
@@ -130,8 +138,8 @@ pub async fn handle(
             )
             .await
         }
-        (&Method::POST, path) if path.starts_with("/v1beta/models/") => {
-            let target = &path["/v1beta/models/".len()..];
+        (&Method::POST, path) if gemini_target(path).is_some() => {
+            let target = gemini_target(path).unwrap_or_default();
             match target.rsplit_once(':') {
                 Some((model, "generateContent" | "streamGenerateContent")) => {
                     let model = model.to_string();
@@ -213,8 +221,31 @@ async fn read_body(gateway: &Gateway, protocol: Protocol, body: Body) -> Result<
 /// What routing needs, read without decoding the whole request.
 #[derive(serde::Deserialize)]
 struct Peek {
-    model: Option<String>,
-    stream: Option<bool>,
+    model: Option<Value>,
+    stream: Option<Value>,
+}
+
+impl Peek {
+    fn read(body: &[u8]) -> Result<(String, bool), ApiError> {
+        let peek: Peek = serde_json::from_slice(body).map_err(|err| {
+            if serde_json::from_slice::<Value>(body).is_ok() {
+                ApiError::invalid(format!("the request body must be a JSON object: {err}"))
+            } else {
+                ApiError::invalid(format!("the request body is not valid JSON: {err}"))
+            }
+        })?;
+        let model = match peek.model {
+            Some(Value::String(model)) => model,
+            None | Some(Value::Null) => return Err(ApiError::invalid("model: required")),
+            Some(_) => return Err(ApiError::invalid("model: expected a string")),
+        };
+        let stream = match peek.stream {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(stream)) => stream,
+            Some(_) => return Err(ApiError::invalid("stream: expected true or false")),
+        };
+        Ok((model, stream))
+    }
 }
 
 async fn model_call(
@@ -233,22 +264,9 @@ async fn model_call(
     };
     let (model, stream) = match &gemini {
         Some((model, stream)) => (model.clone(), *stream),
-        None => match serde_json::from_slice::<Peek>(&body) {
-            Ok(Peek {
-                model: Some(model),
-                stream,
-            }) => (model, stream.unwrap_or(false)),
-            Ok(Peek { model: None, .. }) => {
-                return error_response(protocol, &ApiError::invalid("model: required"));
-            }
-            Err(err) => {
-                let message = if serde_json::from_slice::<Value>(&body).is_ok() {
-                    format!("the request body does not match the API: {err}")
-                } else {
-                    format!("the request body is not valid JSON: {err}")
-                };
-                return error_response(protocol, &ApiError::invalid(message));
-            }
+        None => match Peek::read(&body) {
+            Ok(found) => found,
+            Err(error) => return error_response(protocol, &error),
         },
     };
     if protocol == Protocol::Gemini
@@ -257,6 +275,14 @@ async fn model_call(
     {
         return json_response(200, &answer);
     }
+    // Every request is decoded once: it is checked before anything is sent, and routing
+    // and translation read the same canonical form.
+    let mut request =
+        match proto::decode_request(protocol, &body, gemini.as_ref().map(|(m, _)| m.as_str())) {
+            Ok(request) => request,
+            Err(error) => return error_response(protocol, &error),
+        };
+    request.stream = stream;
     let (profile_name, profile_spec) = match gateway.profiles.get(profile.as_deref()) {
         Ok(found) => found,
         Err(error) => return error_response(protocol, &error),
@@ -283,8 +309,7 @@ async fn model_call(
     let response = if provider.format == protocol {
         call.forward(body, query, headers).await
     } else {
-        call.translate(body, gemini.as_ref().map(|(m, _)| m.as_str()))
-            .await
+        call.translate(request).await
     };
     tracing::info!(
         protocol = protocol.name(),
@@ -526,13 +551,8 @@ impl Call {
     }
 
     /// Different protocols: decode to the IR, encode for the provider, and back.
-    async fn translate(self, body: Bytes, path_model: Option<&str>) -> Response {
+    async fn translate(self, request: ir::Request) -> Response {
         let protocol = self.protocol;
-        let mut request = match proto::decode_request(protocol, &body, path_model) {
-            Ok(request) => request,
-            Err(error) => return error_response(protocol, &error),
-        };
-        request.stream = self.stream;
         let upstream_body = proto::encode_request(self.provider.format, &request, &self.model);
         let upstream_body =
             Bytes::from(serde_json::to_vec(&upstream_body).expect("a JSON value serialises"));

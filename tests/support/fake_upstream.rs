@@ -82,6 +82,11 @@ pub enum Reply {
         content_type: String,
         body: String,
     },
+    /// Say nothing for this long, then answer with the inner reply.
+    Delay {
+        millis: u64,
+        then: Box<Reply>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -238,7 +243,13 @@ impl FakeUpstream {
                 let app = axum::Router::new().fallback(
                     move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
                         let shared = app_shared.clone();
-                        async move { handle(&shared, method, uri, headers, body) }
+                        async move {
+                            let (delay, response) = handle(&shared, method, uri, headers, body);
+                            if let Some(delay) = delay {
+                                tokio::time::sleep(delay).await;
+                            }
+                            response
+                        }
                     },
                 );
                 axum::serve(listener, app)
@@ -325,7 +336,13 @@ fn protocol_of(method: &Method, path: &str) -> Protocol {
     }
 }
 
-fn handle(shared: &Shared, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+fn handle(
+    shared: &Shared,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (Option<Duration>, Response) {
     let path = uri.path().to_string();
     let protocol = protocol_of(&method, &path);
     let body_json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
@@ -355,6 +372,20 @@ fn handle(shared: &Shared, method: Method, uri: Uri, headers: HeaderMap, body: B
         shared.changed.notify_all();
         reply.unwrap_or_else(|| Reply::Text(shared.default_text.clone()))
     };
+    let (delay, reply) = match reply {
+        Reply::Delay { millis, then } => (Some(Duration::from_millis(millis)), *then),
+        reply => (None, reply),
+    };
+    (delay, respond(protocol, &method, &path, &body_json, reply))
+}
+
+fn respond(
+    protocol: Protocol,
+    method: &Method,
+    path: &str,
+    body_json: &Value,
+    reply: Reply,
+) -> Response {
     let stream = body_json
         .get("stream")
         .and_then(Value::as_bool)
@@ -366,12 +397,12 @@ fn handle(shared: &Shared, method: Method, uri: Uri, headers: HeaderMap, body: B
         .unwrap_or("fake-model")
         .to_string();
     if protocol == Protocol::Other {
-        return other(&method, &path);
+        return other(method, path);
     }
     if protocol == Protocol::Anthropic && path.ends_with("/count_tokens") {
         return json_response(json!({"input_tokens": 12}));
     }
-    if protocol == Protocol::Gemini && is_gemini_router_call(&body_json) {
+    if protocol == Protocol::Gemini && is_gemini_router_call(body_json) {
         let text = r#"{"complexity_reasoning":"a short greeting","complexity_score":1}"#;
         return json_response(gemini_json(&Turn {
             blocks: vec![Block::Text(text.into())],

@@ -341,17 +341,13 @@ fn image_source(source: &ImageSource) -> Value {
 // ---------------------------------------------------------------- responses
 
 pub fn decode_response(body: &[u8]) -> Result<ir::Response, ApiError> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| {
-        ApiError::new(
-            ErrorKind::Api,
-            format!("upstream answered with invalid JSON: {e}"),
-        )
-    })?;
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::upstream(format!("upstream answered with invalid JSON: {e}")))?;
     if v.get("type").and_then(Value::as_str) == Some("error") {
         return Err(decode_error_value(&v, 500));
     }
     let parts = decode_content(v.get("content"), "content")
-        .map_err(|e| ApiError::new(ErrorKind::Api, format!("upstream answer: {}", e.message)))?;
+        .map_err(|e| ApiError::upstream(format!("upstream answer: {}", e.message)))?;
     Ok(ir::Response {
         id: v["id"].as_str().unwrap_or("msg").to_string(),
         model: v["model"].as_str().unwrap_or_default().to_string(),
@@ -494,12 +490,8 @@ pub struct Decoder {
 
 impl StreamDecoder for Decoder {
     fn event(&mut self, event: &sse::Event) -> Result<Vec<StreamEvent>, ApiError> {
-        let v: Value = serde_json::from_str(&event.data).map_err(|e| {
-            ApiError::new(
-                ErrorKind::Api,
-                format!("upstream sent a malformed event: {e}"),
-            )
-        })?;
+        let v: Value = serde_json::from_str(&event.data)
+            .map_err(|e| ApiError::upstream(format!("upstream sent a malformed event: {e}")))?;
         let kind = v["type"].as_str().or(event.name.as_deref()).unwrap_or("");
         let mut out = Vec::new();
         match kind {

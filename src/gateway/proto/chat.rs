@@ -489,18 +489,14 @@ fn usage_wire(u: &Usage) -> Value {
 }
 
 pub fn decode_response(body: &[u8]) -> Result<ir::Response, ApiError> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| {
-        ApiError::new(
-            ErrorKind::Api,
-            format!("upstream answered with invalid JSON: {e}"),
-        )
-    })?;
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::upstream(format!("upstream answered with invalid JSON: {e}")))?;
     if let Some(error) = v.get("error") {
         return Err(decode_error_value(error, 500));
     }
     let choice = v
         .pointer("/choices/0")
-        .ok_or_else(|| ApiError::new(ErrorKind::Api, "upstream answered with no choices"))?;
+        .ok_or_else(|| ApiError::upstream("upstream answered with no choices"))?;
     let message = &choice["message"];
     let mut parts = Vec::new();
     for key in ["reasoning_content", "reasoning"] {
@@ -669,12 +665,8 @@ impl StreamDecoder for Decoder {
         if data.is_empty() {
             return Ok(out);
         }
-        let v: Value = serde_json::from_str(data).map_err(|e| {
-            ApiError::new(
-                ErrorKind::Api,
-                format!("upstream sent a malformed chunk: {e}"),
-            )
-        })?;
+        let v: Value = serde_json::from_str(data)
+            .map_err(|e| ApiError::upstream(format!("upstream sent a malformed chunk: {e}")))?;
         if let Some(error) = v.get("error") {
             self.complete = true;
             return Err(decode_error_value(error, 500));

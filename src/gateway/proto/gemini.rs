@@ -382,18 +382,14 @@ fn candidate_parts(candidate: &Value, counter: &mut usize) -> Vec<Part> {
 }
 
 pub fn decode_response(body: &[u8]) -> Result<ir::Response, ApiError> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| {
-        ApiError::new(
-            ErrorKind::Api,
-            format!("upstream answered with invalid JSON: {e}"),
-        )
-    })?;
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::upstream(format!("upstream answered with invalid JSON: {e}")))?;
     if let Some(error) = v.get("error") {
         return Err(decode_error_value(error));
     }
     let candidate = v
         .pointer("/candidates/0")
-        .ok_or_else(|| ApiError::new(ErrorKind::Api, "upstream answered with no candidates"))?;
+        .ok_or_else(|| ApiError::upstream("upstream answered with no candidates"))?;
     let mut counter = 0;
     let parts = candidate_parts(candidate, &mut counter);
     let mut stop = stop_from(candidate["finishReason"].as_str().unwrap_or("STOP"));
@@ -491,12 +487,8 @@ impl StreamDecoder for Decoder {
         if data.is_empty() || data == "[DONE]" {
             return Ok(Vec::new());
         }
-        let v: Value = serde_json::from_str(data).map_err(|e| {
-            ApiError::new(
-                ErrorKind::Api,
-                format!("upstream sent a malformed chunk: {e}"),
-            )
-        })?;
+        let v: Value = serde_json::from_str(data)
+            .map_err(|e| ApiError::upstream(format!("upstream sent a malformed chunk: {e}")))?;
         if let Some(error) = v.get("error") {
             self.complete = true;
             return Err(decode_error_value(error));

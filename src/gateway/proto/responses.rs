@@ -457,12 +457,8 @@ fn item_parts(item: &Value, parts: &mut Vec<Part>) {
 }
 
 pub fn decode_response(body: &[u8]) -> Result<ir::Response, ApiError> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| {
-        ApiError::new(
-            ErrorKind::Api,
-            format!("upstream answered with invalid JSON: {e}"),
-        )
-    })?;
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::upstream(format!("upstream answered with invalid JSON: {e}")))?;
     if let Some(error) = v.get("error").filter(|e| !e.is_null()) {
         let message = error["message"]
             .as_str()
@@ -645,12 +641,8 @@ pub struct Decoder {
 
 impl StreamDecoder for Decoder {
     fn event(&mut self, event: &sse::Event) -> Result<Vec<StreamEvent>, ApiError> {
-        let v: Value = serde_json::from_str(&event.data).map_err(|e| {
-            ApiError::new(
-                ErrorKind::Api,
-                format!("upstream sent a malformed event: {e}"),
-            )
-        })?;
+        let v: Value = serde_json::from_str(&event.data)
+            .map_err(|e| ApiError::upstream(format!("upstream sent a malformed event: {e}")))?;
         let kind = v["type"].as_str().or(event.name.as_deref()).unwrap_or("");
         let index = v["output_index"].as_u64().unwrap_or(0) as usize;
         let mut out = Vec::new();

@@ -1,0 +1,286 @@
+//! Property tests over the decoders and stream translators: arbitrary bytes, arbitrary JSON,
+//! and mutations of real requests and streams never panic, and whatever decodes re-encodes
+//! for every upstream. `PROPTEST_CASES` scales the run (CI uses the default; the numbers
+//! reported in the issue come from a longer run).
+
+use clutch::gateway::ir::StreamEvent;
+use clutch::gateway::proto::{self, Protocol};
+use clutch::gateway::sse;
+use proptest::prelude::*;
+use serde_json::{Value, json};
+
+const PROTOCOLS: [Protocol; 4] = [
+    Protocol::Anthropic,
+    Protocol::Chat,
+    Protocol::Responses,
+    Protocol::Gemini,
+];
+
+fn json_value() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(|n| json!(n)),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(|f| json!(f)),
+        "[a-z_]{0,12}".prop_map(Value::String),
+        prop::sample::select(vec![
+            "user",
+            "assistant",
+            "system",
+            "tool",
+            "model",
+            "text",
+            "image",
+            "tool_use",
+            "tool_result",
+            "function",
+            "function_call",
+            "function_call_output",
+            "custom_tool_call",
+            "message",
+            "reasoning",
+            "thinking",
+            "namespace",
+            "additional_tools",
+            "input_text",
+            "image_url",
+            "end_turn",
+            "[DONE]"
+        ])
+        .prop_map(|s| Value::String(s.to_string())),
+    ];
+    leaf.prop_recursive(5, 64, 8, |inner| {
+        let keys = prop::sample::select(vec![
+            "model",
+            "messages",
+            "role",
+            "content",
+            "type",
+            "text",
+            "system",
+            "tools",
+            "tool_choice",
+            "input",
+            "name",
+            "arguments",
+            "id",
+            "call_id",
+            "tool_use_id",
+            "tool_calls",
+            "function",
+            "parameters",
+            "input_schema",
+            "contents",
+            "parts",
+            "functionCall",
+            "functionResponse",
+            "args",
+            "response",
+            "delta",
+            "choices",
+            "index",
+            "usage",
+            "stream",
+            "max_tokens",
+            "thinking",
+            "reasoning",
+            "signature",
+            "source",
+            "data",
+            "image_url",
+            "url",
+            "output",
+            "summary",
+            "candidates",
+            "finishReason",
+            "stop_reason",
+            "is_error",
+            "namespace",
+            "instructions",
+            "generationConfig",
+        ]);
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+            prop::collection::vec((keys, inner), 0..8).prop_map(|pairs| Value::Object(
+                pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+            )),
+        ]
+    })
+}
+
+/// Real-looking requests for each protocol, which mutations start from.
+fn seed_request(protocol: Protocol) -> Value {
+    match protocol {
+        Protocol::Anthropic => {
+            json!({"model": "m", "max_tokens": 5, "system": [{"type": "text", "text": "s"}],
+            "tools": [{"name": "t", "input_schema": {"type": "object"}}],
+            "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]},
+                {"role": "assistant", "content": [{"type": "tool_use", "id": "1", "name": "t", "input": {}}]},
+                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "1", "content": "r"}]}]})
+        }
+        Protocol::Chat => {
+            json!({"model": "m", "messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "hi"},
+            {"role": "assistant", "tool_calls": [{"id": "1", "type": "function", "function": {"name": "t", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "1", "content": "r"}], "tools": [{"type": "function", "function": {"name": "t"}}]})
+        }
+        Protocol::Responses => {
+            json!({"model": "m", "instructions": "s", "input": [{"type": "message", "role": "user", "content": "hi"},
+            {"type": "function_call", "call_id": "1", "name": "t", "arguments": "{}"}, {"type": "function_call_output", "call_id": "1", "output": "r"}],
+            "tools": [{"type": "namespace", "name": "ns", "tools": [{"type": "custom", "name": "x"}]}]})
+        }
+        Protocol::Gemini => json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]},
+            {"role": "model", "parts": [{"functionCall": {"name": "t", "args": {}}}]},
+            {"role": "user", "parts": [{"functionResponse": {"name": "t", "response": {"output": "r"}}}]}],
+            "tools": [{"functionDeclarations": [{"name": "t", "parameters": {"type": "OBJECT"}}]}]}),
+    }
+}
+
+/// Replace the subtree at a pseudo-random position with `replacement`.
+fn mutate(mut value: Value, mut choice: usize, replacement: Value) -> Value {
+    fn walk(v: &mut Value, choice: &mut usize, replacement: &Value) -> bool {
+        if *choice == 0 {
+            *v = replacement.clone();
+            return true;
+        }
+        *choice -= 1;
+        match v {
+            Value::Object(map) => map.values_mut().any(|c| walk(c, choice, replacement)),
+            Value::Array(items) => items.iter_mut().any(|c| walk(c, choice, replacement)),
+            _ => false,
+        }
+    }
+    walk(&mut value, &mut choice, &replacement);
+    value
+}
+
+fn decode_and_reencode(protocol: Protocol, body: &[u8]) {
+    if let Ok(request) = proto::decode_request(protocol, body, Some("m")) {
+        for target in PROTOCOLS {
+            let encoded = proto::encode_request(target, &request, "up");
+            assert!(encoded.is_object());
+        }
+    }
+}
+
+/// Push the stream through a decoder for `upstream` and an encoder for every client, in
+/// chunks split at `cuts`; errors are fine, panics are not.
+fn translate_stream(upstream: Protocol, bytes: &[u8], cuts: &[usize]) {
+    let request = clutch::gateway::ir::Request {
+        model: "m".into(),
+        stream: true,
+        stream_usage: true,
+        ..Default::default()
+    };
+    let mut parser = sse::Parser::new();
+    let mut decoder = proto::stream_decoder(upstream);
+    let mut encoders: Vec<_> = PROTOCOLS
+        .iter()
+        .map(|p| proto::stream_encoder(*p, &request))
+        .collect();
+    let mut start = 0;
+    let mut points: Vec<usize> = cuts.iter().map(|c| c % (bytes.len() + 1)).collect();
+    points.push(bytes.len());
+    points.sort_unstable();
+    let mut events: Vec<StreamEvent> = Vec::new();
+    for point in points {
+        if point < start {
+            continue;
+        }
+        if let Ok(parsed) = parser.push(&bytes[start..point]) {
+            for event in parsed {
+                match decoder.event(&event) {
+                    Ok(out) => events.extend(out),
+                    Err(error) => {
+                        for encoder in &mut encoders {
+                            let _ = encoder.error(&error);
+                        }
+                    }
+                }
+            }
+        }
+        start = point;
+    }
+    if let Some(event) = parser.finish() {
+        let _ = decoder.event(&event).map(|out| events.extend(out));
+    }
+    events.extend(decoder.finish());
+    for encoder in &mut encoders {
+        for event in &events {
+            let _ = encoder.event(event);
+        }
+        let _ = encoder.error(&clutch::gateway::ir::ApiError::upstream("cut"));
+    }
+}
+
+fn event_text() -> impl Strategy<Value = String> {
+    let names = prop::sample::select(vec![
+        "message_start",
+        "content_block_start",
+        "content_block_delta",
+        "content_block_stop",
+        "message_delta",
+        "message_stop",
+        "error",
+        "response.created",
+        "response.output_item.added",
+        "response.output_text.delta",
+        "response.function_call_arguments.delta",
+        "response.custom_tool_call_input.delta",
+        "response.output_item.done",
+        "response.completed",
+        "response.failed",
+        "",
+    ]);
+    (names, json_value(), any::<bool>()).prop_map(|(name, data, done)| {
+        let data = if done {
+            "[DONE]".to_string()
+        } else {
+            data.to_string()
+        };
+        if name.is_empty() {
+            format!("data: {data}\n\n")
+        } else {
+            format!("event: {name}\ndata: {data}\n\n")
+        }
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn arbitrary_bytes_never_panic_a_decoder(bytes in prop::collection::vec(any::<u8>(), 0..512), which in 0usize..4) {
+        decode_and_reencode(PROTOCOLS[which], &bytes);
+        let _ = proto::decode_response(PROTOCOLS[which], &bytes);
+    }
+
+    #[test]
+    fn arbitrary_json_never_panics_a_decoder(value in json_value(), which in 0usize..4) {
+        let body = value.to_string();
+        decode_and_reencode(PROTOCOLS[which], body.as_bytes());
+        let _ = proto::decode_response(PROTOCOLS[which], body.as_bytes());
+    }
+
+    #[test]
+    fn mutated_real_requests_never_panic(which in 0usize..4, at in 0usize..40, replacement in json_value()) {
+        let protocol = PROTOCOLS[which];
+        let body = mutate(seed_request(protocol), at, replacement).to_string();
+        decode_and_reencode(protocol, body.as_bytes());
+    }
+
+    #[test]
+    fn arbitrary_streams_never_panic_a_translator(
+        events in prop::collection::vec(event_text(), 0..12),
+        noise in prop::collection::vec(any::<u8>(), 0..64),
+        cuts in prop::collection::vec(any::<usize>(), 0..6),
+        which in 0usize..4,
+    ) {
+        let mut bytes = events.concat().into_bytes();
+        if noise.len() % 3 == 0 {
+            bytes.extend_from_slice(&noise);
+        }
+        translate_stream(PROTOCOLS[which], &bytes, &cuts);
+    }
+}
