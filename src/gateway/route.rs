@@ -52,14 +52,8 @@ pub struct Target {
 #[derive(Debug, Clone)]
 pub struct Profiles {
     profiles: BTreeMap<String, Profile>,
-}
-
-/// Profiles every agent's launch may name; without a file of their own they use `default`.
-fn is_agent_profile(name: &str) -> bool {
-    let base = name.strip_suffix("-bypass").unwrap_or(name);
-    crate::agent::Registry::builtin()
-        .map(|r| r.iter().any(|(spec, _)| spec.profile == base))
-        .unwrap_or(false)
+    /// Profiles the agents' launches name; without a file of their own they use `default`.
+    agent_profiles: Vec<String>,
 }
 
 impl Profiles {
@@ -88,7 +82,14 @@ impl Profiles {
                 profiles.insert(stem, profile);
             }
         }
-        Ok(Profiles { profiles })
+        let agent_profiles = crate::agent::Registry::builtin()?
+            .iter()
+            .map(|(spec, _)| spec.profile.clone())
+            .collect();
+        Ok(Profiles {
+            profiles,
+            agent_profiles,
+        })
     }
 
     /// Check every reference against the providers, so a typo fails at start-up.
@@ -150,7 +151,7 @@ impl Profiles {
         if let Some((key, profile)) = self.profiles.get_key_value(base) {
             return Ok((key, profile));
         }
-        if is_agent_profile(wanted)
+        if self.agent_profiles.iter().any(|p| p == base)
             && let Some((key, profile)) = self.profiles.get_key_value("default")
         {
             return Ok((key, profile));

@@ -218,36 +218,6 @@ async fn read_body(gateway: &Gateway, protocol: Protocol, body: Body) -> Result<
     }
 }
 
-/// What routing needs, read without decoding the whole request.
-#[derive(serde::Deserialize)]
-struct Peek {
-    model: Option<Value>,
-    stream: Option<Value>,
-}
-
-impl Peek {
-    fn read(body: &[u8]) -> Result<(String, bool), ApiError> {
-        let peek: Peek = serde_json::from_slice(body).map_err(|err| {
-            if serde_json::from_slice::<Value>(body).is_ok() {
-                ApiError::invalid(format!("the request body must be a JSON object: {err}"))
-            } else {
-                ApiError::invalid(format!("the request body is not valid JSON: {err}"))
-            }
-        })?;
-        let model = match peek.model {
-            Some(Value::String(model)) => model,
-            None | Some(Value::Null) => return Err(ApiError::invalid("model: required")),
-            Some(_) => return Err(ApiError::invalid("model: expected a string")),
-        };
-        let stream = match peek.stream {
-            None | Some(Value::Null) => false,
-            Some(Value::Bool(stream)) => stream,
-            Some(_) => return Err(ApiError::invalid("stream: expected true or false")),
-        };
-        Ok((model, stream))
-    }
-}
-
 async fn model_call(
     gateway: &Arc<Gateway>,
     protocol: Protocol,
@@ -262,27 +232,23 @@ async fn model_call(
         Ok(body) => body,
         Err(response) => return response,
     };
-    let (model, stream) = match &gemini {
-        Some((model, stream)) => (model.clone(), *stream),
-        None => match Peek::read(&body) {
-            Ok(found) => found,
-            Err(error) => return error_response(protocol, &error),
-        },
+    // Every request is decoded once: it is checked before anything is sent, and routing
+    // and translation read the same canonical form.
+    let path_model = gemini.as_ref().map(|(m, _)| m.as_str());
+    let mut request = match proto::decode_request(protocol, &body, path_model) {
+        Ok(request) => request,
+        Err(error) => return error_response(protocol, &error),
     };
+    if let Some((_, stream)) = &gemini {
+        request.stream = *stream;
+    }
+    let (model, stream) = (request.model.clone(), request.stream);
     if protocol == Protocol::Gemini
         && !stream
-        && let Some(answer) = gemini_router_answer(&body)
+        && let Some(answer) = gemini_router_answer(&request)
     {
         return json_response(200, &answer);
     }
-    // Every request is decoded once: it is checked before anything is sent, and routing
-    // and translation read the same canonical form.
-    let mut request =
-        match proto::decode_request(protocol, &body, gemini.as_ref().map(|(m, _)| m.as_str())) {
-            Ok(request) => request,
-            Err(error) => return error_response(protocol, &error),
-        };
-    request.stream = stream;
     let (profile_name, profile_spec) = match gateway.profiles.get(profile.as_deref()) {
         Ok(found) => found,
         Err(error) => return error_response(protocol, &error),
@@ -311,29 +277,40 @@ async fn model_call(
     } else {
         call.translate(request).await
     };
-    tracing::info!(
-        protocol = protocol.name(),
-        profile = profile_name,
-        requested = %model,
-        provider = %target.provider,
-        upstream_model = %target.model,
-        stream,
-        status = response.status().as_u16(),
-        ms = started.elapsed().as_millis() as u64,
-        "model call"
-    );
+    // One line per call at debug; failures at info, so a default log shows what went wrong
+    // without costing every request a write.
+    let level_info = !response.status().is_success();
+    macro_rules! log_call {
+        ($level:ident) => {
+            tracing::$level!(
+                protocol = protocol.name(),
+                profile = profile_name,
+                requested = %model,
+                provider = %target.provider,
+                upstream_model = %target.model,
+                stream,
+                status = response.status().as_u16(),
+                ms = started.elapsed().as_millis() as u64,
+                "model call"
+            )
+        };
+    }
+    if level_info {
+        log_call!(info);
+    } else {
+        log_call!(debug);
+    }
     response
 }
 
 /// Gemini CLI asks a small model to score each prompt's complexity (a JSON object matching
 /// a schema) before the main call. The gateway routes by profile anyway, so it answers that
 /// side call itself instead of spending an upstream call on it.
-fn gemini_router_answer(body: &[u8]) -> Option<Value> {
-    let v: Value = serde_json::from_slice(body).ok()?;
-    let schema = v
-        .pointer("/generationConfig/responseJsonSchema")
-        .or(v.pointer("/generationConfig/responseSchema"))?;
-    schema.pointer("/properties/complexity_score")?;
+fn gemini_router_answer(request: &ir::Request) -> Option<Value> {
+    request
+        .json_schema
+        .as_ref()?
+        .pointer("/properties/complexity_score")?;
     let text = json!({"complexity_reasoning": "clutch routes this request by profile", "complexity_score": 50}).to_string();
     Some(json!({
         "candidates": [{"content": {"role": "model", "parts": [{"text": text}]}, "finishReason": "STOP", "index": 0}],
@@ -398,7 +375,15 @@ impl Call {
         query: Option<&str>,
         passthrough: &[(reqwest::header::HeaderName, HeaderValue)],
     ) -> Result<reqwest::Response, ApiError> {
-        let url = self.provider.url(&self.model, self.stream, query);
+        let url = self
+            .provider
+            .endpoint(&self.model, self.stream, query)
+            .map_err(|e| {
+                ApiError::upstream(format!(
+                    "provider `{}` has an unusable URL: {e}",
+                    self.provider.name
+                ))
+            })?;
         let headers = self.provider.headers(self.key(), passthrough);
         let response = upstream::send(
             &self.gateway.client,

@@ -19,6 +19,8 @@ pub struct Provider {
     pub base_url: String,
     pub keys: Vec<String>,
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// The model-call endpoint, parsed once (every protocol but Gemini has one fixed URL).
+    endpoint: Option<reqwest::Url>,
 }
 
 impl Provider {
@@ -31,13 +33,36 @@ impl Provider {
                 .map_err(|_| format!("providers.{name}.headers.{key}: not a valid header value"))?;
             headers.push((name, value));
         }
-        Ok(Provider {
+        let mut provider = Provider {
             name: name.to_string(),
             format: config.format,
             base_url: config.base_url.as_str().trim_end_matches('/').to_string(),
             keys: config.keys(),
             headers,
-        })
+            endpoint: None,
+        };
+        if provider.format != Protocol::Gemini {
+            let url = provider.url("", false, None);
+            provider.endpoint = Some(
+                reqwest::Url::parse(&url).map_err(|e| format!("providers.{name}.base_url: {e}"))?,
+            );
+        }
+        Ok(provider)
+    }
+
+    /// The endpoint as a parsed URL, reusing the one parsed at start-up when it applies.
+    pub fn endpoint(
+        &self,
+        model: &str,
+        stream: bool,
+        anthropic_query: Option<&str>,
+    ) -> Result<reqwest::Url, String> {
+        match (&self.endpoint, anthropic_query) {
+            (Some(url), None) => Ok(url.clone()),
+            (Some(url), Some("")) => Ok(url.clone()),
+            _ => reqwest::Url::parse(&self.url(model, stream, anthropic_query))
+                .map_err(|e| e.to_string()),
+        }
     }
 
     /// The endpoint for a model call.
@@ -132,12 +157,12 @@ pub fn client(config: &GatewayConfig) -> reqwest::Client {
 pub async fn send(
     client: &reqwest::Client,
     provider: &Provider,
-    url: String,
+    url: reqwest::Url,
     headers: HeaderMap,
     body: Bytes,
     timeouts: Timeouts,
 ) -> Result<reqwest::Response, ApiError> {
-    let request = client.post(&url).headers(headers).body(body);
+    let request = client.post(url).headers(headers).body(body);
     match tokio::time::timeout(timeouts.first_byte, request.send()).await {
         Err(_) => Err(ApiError {
             status: 504,
@@ -154,7 +179,7 @@ pub async fn send(
             message: format!(
                 "cannot reach provider `{}` ({}): {}",
                 provider.name,
-                redact_url(&url),
+                err.url().map_or("?", |u| redact_url(u.as_str())),
                 error_chain(&err)
             ),
             retry_after: None,

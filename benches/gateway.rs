@@ -1,0 +1,661 @@
+//! Gateway benchmark, run with `cargo bench --bench gateway` (or `benches/gateway.sh`).
+//!
+//! Side by side, in one run, on loopback: a direct call to a fast fake upstream, one plain
+//! nginx reverse-proxy hop to it (the cost of a hop with no translation), and the clutch
+//! gateway translating Anthropic in -> Chat Completions out. Reports requests/s and latency
+//! p50/p99 at concurrency 1 and 32 (small non-streaming bodies), time to first byte and total
+//! time for 20-chunk streams with a ~48 KB agent-shaped request at concurrency 16, gateway
+//! cold start to first answer, and gateway RSS idle and after 100k requests.
+//!
+//! The fake upstream runs as a separate process (this binary re-executed with `fake`).
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const SMALL_SECONDS: u64 = 6;
+const STREAM_REQUESTS: usize = 800;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("fake") {
+        fake_upstream(args[2].parse().expect("port"));
+        return;
+    }
+    // `load URL small|agent CONCURRENCY SECONDS`: drive one target (for profiling).
+    if args.get(1).map(String::as_str) == Some("load") {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let body = match args[3].as_str() {
+                "agent" => agent_request_anthropic(),
+                "chat" => small_chat(),
+                _ => small_anthropic(),
+            };
+            let stats = load(
+                &args[2],
+                Arc::new(body),
+                args[4].parse().unwrap(),
+                Duration::from_secs(args[5].parse().unwrap()),
+            )
+            .await;
+            println!(
+                "{:.0} req/s p50 {:.3} ms p99 {:.3} ms",
+                stats.rps, stats.p50_ms, stats.p99_ms
+            );
+        });
+        return;
+    }
+    // `cargo bench` passes `--bench`; anything else is ignored.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(run());
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn wait_ready(url: &str) {
+    let client = reqwest::Client::new();
+    for _ in 0..2000 {
+        if client.get(url).send().await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("{url} never came up");
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+async fn run() {
+    let xx = env!("CARGO_BIN_EXE_xx");
+    let me = std::env::current_exe().unwrap();
+    let work = tempfile::tempdir().unwrap();
+
+    let fake_port = free_port();
+    let _fake = Killed(
+        Command::new(&me)
+            .args(["fake", &fake_port.to_string()])
+            .spawn()
+            .unwrap(),
+    );
+    let fake = format!("http://127.0.0.1:{fake_port}");
+    wait_ready(&format!("{fake}/health")).await;
+
+    let nginx = start_nginx(work.path(), fake_port);
+    if let Some((_, url)) = &nginx {
+        wait_ready(&format!("{url}/health")).await;
+    }
+
+    let home = work.path().join("clutch");
+    std::fs::create_dir_all(home.join("config/profiles")).unwrap();
+    std::fs::write(
+        home.join("config/config.toml"),
+        format!("[gateway]\nauto_start = false\n[providers.fake]\nbase_url = \"{fake}/v1\"\nformat = \"chat\"\napi_key = \"k\"\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        home.join("config/profiles/default.toml"),
+        "[tiers.middle]\nmodel = \"fake|fast\"\n",
+    )
+    .unwrap();
+
+    // Cold start: spawn to first translated answer, ten times.
+    let mut cold = Vec::new();
+    for _ in 0..10 {
+        let port = free_port();
+        let started = Instant::now();
+        let child = Killed(spawn_gateway(xx, &home, port));
+        let url = format!("http://127.0.0.1:{port}/v1/messages");
+        let client = reqwest::Client::new();
+        loop {
+            if let Ok(r) = client.post(&url).body(small_anthropic()).send().await
+                && r.status().is_success()
+                && r.bytes().await.is_ok()
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_micros(200)).await;
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "gateway did not start"
+            );
+        }
+        cold.push(started.elapsed());
+        drop(child);
+    }
+    cold.sort();
+
+    let port = free_port();
+    let gateway_child = Killed(spawn_gateway(xx, &home, port));
+    let gateway = format!("http://127.0.0.1:{port}");
+    wait_ready(&format!("{gateway}/health")).await;
+    let pid = gateway_child.0.id();
+    // Idle: after start-up and one request, before any load.
+    let client = reqwest::Client::new();
+    let _ = client
+        .post(format!("{gateway}/v1/messages"))
+        .body(small_anthropic())
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rss_idle = rss_kib(pid);
+
+    let targets: Vec<(&str, String, Arc<Vec<u8>>)> = {
+        let mut t = vec![(
+            "direct",
+            format!("{fake}/v1/chat/completions"),
+            Arc::new(small_chat()),
+        )];
+        if let Some((_, url)) = &nginx {
+            t.push((
+                "nginx hop",
+                format!("{url}/v1/chat/completions"),
+                Arc::new(small_chat()),
+            ));
+        }
+        t.push((
+            "gateway anthropic->chat",
+            format!("{gateway}/v1/messages"),
+            Arc::new(small_anthropic()),
+        ));
+        t
+    };
+    let mut gateway_requests = 0usize;
+    println!("\nsmall non-streaming requests ({SMALL_SECONDS} s each)");
+    println!(
+        "{:<26} {:>4} {:>10} {:>9} {:>9}",
+        "target", "conc", "req/s", "p50 ms", "p99 ms"
+    );
+    let mut small = Vec::new();
+    for concurrency in [1usize, 32] {
+        for (name, url, body) in &targets {
+            let stats = load(
+                url,
+                body.clone(),
+                concurrency,
+                Duration::from_secs(SMALL_SECONDS),
+            )
+            .await;
+            if name.starts_with("gateway") {
+                gateway_requests += stats.count;
+            }
+            println!(
+                "{:<26} {:>4} {:>10.0} {:>9.3} {:>9.3}",
+                name, concurrency, stats.rps, stats.p50_ms, stats.p99_ms
+            );
+            small.push((name.to_string(), concurrency, stats));
+        }
+    }
+
+    let agent_anthropic = agent_request_anthropic();
+    let agent_chat = agent_request_chat(&agent_anthropic);
+    println!(
+        "\nstreams: 20 chunks, agent-shaped request ({} KB anthropic / {} KB chat), concurrency 16, {STREAM_REQUESTS} requests",
+        agent_anthropic.len() / 1024,
+        agent_chat.len() / 1024
+    );
+    println!(
+        "{:<26} {:>12} {:>12} {:>12} {:>12}",
+        "target", "ttfb p50 ms", "ttfb p99 ms", "total p50", "total p99"
+    );
+    let mut streams = Vec::new();
+    let stream_targets: Vec<(&str, String, Arc<Vec<u8>>)> = {
+        let mut t = vec![(
+            "direct",
+            format!("{fake}/v1/chat/completions"),
+            Arc::new(agent_chat.clone()),
+        )];
+        if let Some((_, url)) = &nginx {
+            t.push((
+                "nginx hop",
+                format!("{url}/v1/chat/completions"),
+                Arc::new(agent_chat.clone()),
+            ));
+        }
+        t.push((
+            "gateway anthropic->chat",
+            format!("{gateway}/v1/messages"),
+            Arc::new(agent_anthropic.clone()),
+        ));
+        t
+    };
+    for (name, url, body) in &stream_targets {
+        let stats = stream_load(url, body.clone(), 16, STREAM_REQUESTS).await;
+        if name.starts_with("gateway") {
+            gateway_requests += STREAM_REQUESTS;
+        }
+        println!(
+            "{:<26} {:>12.3} {:>12.3} {:>12.3} {:>12.3}",
+            name, stats.0, stats.1, stats.2, stats.3
+        );
+        streams.push((name.to_string(), stats));
+    }
+
+    // Top up to 100k requests through the gateway before reading its RSS again.
+    if gateway_requests < 100_000 {
+        let remaining = 100_000 - gateway_requests;
+        let stats = load_count(
+            &format!("{gateway}/v1/messages"),
+            Arc::new(small_anthropic()),
+            32,
+            remaining,
+        )
+        .await;
+        gateway_requests += stats;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rss_after = rss_kib(pid);
+
+    let find = |name: &str, c: usize| {
+        small
+            .iter()
+            .find(|(n, cc, _)| n.starts_with(name) && *cc == c)
+            .map(|(_, _, s)| s)
+    };
+    println!("\nsummary");
+    if let (Some(direct), Some(gw)) = (find("direct", 1), find("gateway", 1)) {
+        println!(
+            "  gateway added p50 at concurrency 1: {:.3} ms (target <= 0.1)",
+            gw.p50_ms - direct.p50_ms
+        );
+    }
+    if let (Some(nginx), Some(direct)) = (find("nginx", 1), find("direct", 1)) {
+        println!(
+            "  nginx added p50 at concurrency 1: {:.3} ms",
+            nginx.p50_ms - direct.p50_ms
+        );
+    }
+    if let (Some(direct), Some(gw)) = (find("direct", 32), find("gateway", 32)) {
+        println!(
+            "  gateway added p99 at concurrency 32: {:.3} ms (target <= 2)",
+            gw.p99_ms - direct.p99_ms
+        );
+        println!(
+            "  gateway throughput at 32: {:.0}% of direct",
+            100.0 * gw.rps / direct.rps
+        );
+        if let Some(nginx) = find("nginx", 32) {
+            println!(
+                "  nginx throughput at 32: {:.0}% of direct",
+                100.0 * nginx.rps / direct.rps
+            );
+            println!(
+                "  gateway / nginx throughput at 32: {:.2}x (target >= 0.8)",
+                gw.rps / nginx.rps
+            );
+        }
+    }
+    let stream_of = |name: &str| {
+        streams
+            .iter()
+            .find(|(n, _)| n.starts_with(name))
+            .map(|(_, s)| *s)
+    };
+    if let (Some(direct), Some(gw)) = (stream_of("direct"), stream_of("gateway")) {
+        println!(
+            "  gateway added stream total p50: {:.3} ms (target <= 1); added ttfb p50: {:.3} ms",
+            gw.2 - direct.2,
+            gw.0 - direct.0
+        );
+    }
+    println!(
+        "  gateway cold start to first answer: median {:.1} ms, max {:.1} ms (target <= 50)",
+        ms(cold[cold.len() / 2]),
+        ms(cold[cold.len() - 1])
+    );
+    println!(
+        "  gateway RSS idle {:.1} MB (target <= 15), after {gateway_requests} requests {:.1} MB (target <= 40)",
+        rss_idle as f64 / 1024.0,
+        rss_after as f64 / 1024.0
+    );
+    if nginx.is_none() {
+        println!("  (nginx not found: install Debian's nginx for the one-hop baseline)");
+    }
+    if let Some((child, _)) = nginx {
+        drop(child);
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn spawn_gateway(xx: &str, home: &std::path::Path, port: u16) -> Child {
+    Command::new(xx)
+        .args(["gateway", "--listen", &format!("127.0.0.1:{port}")])
+        .env("CLUTCH_HOME", home)
+        .env("CLUTCH_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn start_nginx(dir: &std::path::Path, fake_port: u16) -> Option<(Killed, String)> {
+    let nginx = which::which("nginx")
+        .or_else(|_| which::which("/usr/sbin/nginx"))
+        .ok()?;
+    let port = free_port();
+    let conf = dir.join("nginx.conf");
+    std::fs::create_dir_all(dir.join("nginx-tmp")).unwrap();
+    std::fs::write(
+        &conf,
+        format!(
+            "daemon off;\nworker_processes 1;\npid {dir}/nginx.pid;\nerror_log stderr error;\nevents {{ worker_connections 4096; }}\n\
+             http {{\n  access_log off;\n  client_body_temp_path {dir}/nginx-tmp;\n  proxy_temp_path {dir}/nginx-tmp;\n\
+             upstream fake {{ server 127.0.0.1:{fake_port}; keepalive 64; }}\n\
+             server {{\n    listen 127.0.0.1:{port};\n    client_max_body_size 64m;\n    client_body_buffer_size 1m;\n\
+             location / {{ proxy_pass http://fake; proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_buffering off; }}\n  }}\n}}\n",
+            dir = dir.display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new(nginx)
+        .args(["-c", &conf.to_string_lossy(), "-p", &dir.to_string_lossy()])
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    Some((Killed(child), format!("http://127.0.0.1:{port}")))
+}
+
+struct Stats {
+    count: usize,
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let at = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    ms(sorted[at])
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .tcp_nodelay(true)
+        .no_proxy()
+        .build()
+        .unwrap()
+}
+
+async fn load(url: &str, body: Arc<Vec<u8>>, concurrency: usize, duration: Duration) -> Stats {
+    let client = client();
+    // Warm the connections.
+    for _ in 0..concurrency.max(50) {
+        let _ = client
+            .post(url)
+            .body(body.to_vec())
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await;
+    }
+    let deadline = Instant::now() + duration;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let client = client.clone();
+        let url = url.to_string();
+        let body = body.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                let response = client
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body(body.to_vec())
+                    .send()
+                    .await
+                    .unwrap();
+                assert!(
+                    response.status().is_success(),
+                    "{url}: {}",
+                    response.status()
+                );
+                let _ = response.bytes().await.unwrap();
+                latencies.push(t.elapsed());
+            }
+            latencies
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.unwrap());
+    }
+    let elapsed = started.elapsed();
+    all.sort();
+    Stats {
+        count: all.len(),
+        rps: all.len() as f64 / elapsed.as_secs_f64(),
+        p50_ms: percentile(&all, 0.5),
+        p99_ms: percentile(&all, 0.99),
+    }
+}
+
+async fn load_count(url: &str, body: Arc<Vec<u8>>, concurrency: usize, total: usize) -> usize {
+    let client = client();
+    let per = total.div_ceil(concurrency);
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let client = client.clone();
+        let url = url.to_string();
+        let body = body.clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..per {
+                let response = client.post(&url).body(body.to_vec()).send().await.unwrap();
+                let _ = response.bytes().await.unwrap();
+            }
+            per
+        }));
+    }
+    let mut done = 0;
+    for task in tasks {
+        done += task.await.unwrap();
+    }
+    done
+}
+
+/// (ttfb p50, ttfb p99, total p50, total p99) in ms.
+async fn stream_load(
+    url: &str,
+    body: Arc<Vec<u8>>,
+    concurrency: usize,
+    total: usize,
+) -> (f64, f64, f64, f64) {
+    let client = client();
+    let per = total / concurrency;
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let client = client.clone();
+        let url = url.to_string();
+        let body = body.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut out = Vec::new();
+            for _ in 0..per {
+                let t = Instant::now();
+                let mut response = client
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body(body.to_vec())
+                    .send()
+                    .await
+                    .unwrap();
+                assert!(
+                    response.status().is_success(),
+                    "{url}: {}",
+                    response.status()
+                );
+                let mut first = None;
+                let mut bytes = 0;
+                while let Some(chunk) = response.chunk().await.unwrap() {
+                    first.get_or_insert_with(|| t.elapsed());
+                    bytes += chunk.len();
+                }
+                assert!(bytes > 0);
+                out.push((first.unwrap(), t.elapsed()));
+            }
+            out
+        }));
+    }
+    let mut ttfb = Vec::new();
+    let mut totals = Vec::new();
+    for task in tasks {
+        for (f, t) in task.await.unwrap() {
+            ttfb.push(f);
+            totals.push(t);
+        }
+    }
+    ttfb.sort();
+    totals.sort();
+    (
+        percentile(&ttfb, 0.5),
+        percentile(&ttfb, 0.99),
+        percentile(&totals, 0.5),
+        percentile(&totals, 0.99),
+    )
+}
+
+fn small_chat() -> Vec<u8> {
+    json!({"model": "fast", "max_tokens": 16, "messages": [{"role": "user", "content": "Say hi."}]})
+        .to_string()
+        .into_bytes()
+}
+
+fn small_anthropic() -> Vec<u8> {
+    json!({"model": "claude-sonnet-test", "max_tokens": 16, "messages": [{"role": "user", "content": "Say hi."}]}).to_string().into_bytes()
+}
+
+/// About 48 KB shaped like a Claude Code turn: system blocks, 16 tools, tool history.
+fn agent_request_anthropic() -> Vec<u8> {
+    let filler =
+        |n: usize, seed: &str| -> String { seed.repeat(n / seed.len() + 1)[..n].to_string() };
+    let tools: Vec<Value> = (0..16)
+        .map(|i| {
+            json!({"name": format!("tool_{i}"), "description": filler(900, "Runs a careful operation on the workspace. "),
+                "input_schema": {"type": "object", "properties": {
+                    "path": {"type": "string", "description": filler(120, "A path in the repository. ")},
+                    "pattern": {"type": "string", "description": filler(120, "A pattern to match. ")},
+                    "limit": {"type": "integer", "description": "How many"}}, "required": ["path"]}})
+        })
+        .collect();
+    let mut messages = vec![
+        json!({"role": "user", "content": [{"type": "text", "text": filler(1500, "Please refactor the module. ")}]}),
+    ];
+    for i in 0..8 {
+        messages.push(json!({"role": "assistant", "content": [{"type": "text", "text": "Looking."},
+            {"type": "tool_use", "id": format!("toolu_{i}"), "name": format!("tool_{}", i % 16), "input": {"path": format!("src/file_{i}.rs")}}]}));
+        messages.push(json!({"role": "user", "content": [{"type": "tool_result", "tool_use_id": format!("toolu_{i}"),
+            "content": filler(1400, "fn example() { let x = compute(); } ")}]}));
+    }
+    messages.push(json!({"role": "user", "content": "Now summarise."}));
+    json!({"model": "claude-sonnet-test", "max_tokens": 4096, "stream": true,
+        "system": [{"type": "text", "text": "x-anthropic-billing-header: cc_version=2"},
+                   {"type": "text", "text": filler(6000, "You are a coding agent. Follow the rules. ")},
+                   {"type": "text", "text": filler(4000, "Environment details and conventions. ")}],
+        "tools": tools, "messages": messages})
+    .to_string()
+    .into_bytes()
+}
+
+fn agent_request_chat(anthropic: &[u8]) -> Vec<u8> {
+    let request = clutch::gateway::proto::decode_request(
+        clutch::gateway::proto::Protocol::Anthropic,
+        anthropic,
+        None,
+    )
+    .unwrap();
+    let mut chat = clutch::gateway::proto::encode_request(
+        clutch::gateway::proto::Protocol::Chat,
+        &request,
+        "fast",
+    );
+    chat["stream"] = json!(true);
+    chat.to_string().into_bytes()
+}
+
+/// The fast fake upstream: a small chat completion, or 20 chunks when asked to stream.
+fn fake_upstream(port: u16) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async move {
+        let small = json!({"id": "c", "object": "chat.completion", "created": 1, "model": "fast",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hi."}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}})
+        .to_string();
+        let mut stream = String::new();
+        for i in 0..20 {
+            stream.push_str(&format!(
+                "data: {}\n\n",
+                json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "fast",
+                    "choices": [{"index": 0, "delta": {"content": format!("word{i} ")}, "finish_reason": null}]})
+            ));
+        }
+        stream.push_str(&format!("data: {}\n\n", json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "fast",
+            "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], "usage": {"prompt_tokens": 9000, "completion_tokens": 40, "total_tokens": 9040}})));
+        stream.push_str("data: [DONE]\n\n");
+        let small = Arc::new(small);
+        let stream = Arc::new(stream);
+        let app = axum::Router::new()
+            .route("/health", axum::routing::get(|| async { "ok" }))
+            .fallback(move |body: axum::body::Bytes| {
+                let small = small.clone();
+                let stream = stream.clone();
+                async move {
+                    let wants_stream = memchr_stream(&body);
+                    let (content_type, text) = if wants_stream { ("text/event-stream", (*stream).clone()) } else { ("application/json", (*small).clone()) };
+                    axum::response::Response::builder().header("content-type", content_type).body(axum::body::Body::from(text)).unwrap()
+                }
+            });
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+        axum::serve(listener, app).await.unwrap();
+    });
+}
+
+fn memchr_stream(body: &[u8]) -> bool {
+    body.windows(13).any(|w| w == b"\"stream\":true")
+}
