@@ -11,6 +11,38 @@ use crate::error::Error;
 use crate::paths::Paths;
 use crate::{code, inventory, launch, shell};
 
+/// Run `proxies`.
+pub fn run_proxies(args: crate::cli::ProxiesArgs) -> Result<i32, Error> {
+    use crate::cli::{ConfigCommand, ProxiesCommand, ServiceCommand};
+    use crate::sidecar::commands;
+    let paths = Paths::from_env();
+    match args
+        .command
+        .unwrap_or(ProxiesCommand::Status { json: false })
+    {
+        ProxiesCommand::Up => commands::up(&paths),
+        ProxiesCommand::Down => commands::down(&paths),
+        ProxiesCommand::Status { json } => commands::status(&paths, json),
+        ProxiesCommand::Logs { follow, service } => {
+            commands::logs(&paths, follow, service.as_deref())
+        }
+        ProxiesCommand::Restart { service } => commands::restart(&paths, service.as_deref()),
+        ProxiesCommand::Watch { once } => commands::watch(&paths, once),
+        ProxiesCommand::Config {
+            command: ConfigCommand::Show,
+        } => commands::config_show(&paths),
+        ProxiesCommand::Config {
+            command: ConfigCommand::Check,
+        } => commands::config_check(&paths),
+        ProxiesCommand::Service {
+            command: ServiceCommand::Install,
+        } => commands::service(&paths, true),
+        ProxiesCommand::Service {
+            command: ServiceCommand::Uninstall,
+        } => commands::service(&paths, false),
+    }
+}
+
 /// Run `xx`; returns the exit code for a command that finishes, or never returns for a launch
 /// that execs the agent.
 pub fn run_xx(args: XxArgs) -> Result<i32, Error> {
@@ -85,6 +117,9 @@ fn launch_agent(args: LaunchArgs, paths: &Paths) -> Result<i32, Error> {
         eprint!("{}", launch::render_command(&plan));
     }
     let program = launch::find_program(spec)?;
+    if plan.gateway.is_some() {
+        crate::sidecar::ensure_gateway(paths, &config)?;
+    }
     Err(launch::exec(&plan, &program))
 }
 

@@ -113,6 +113,67 @@ pub enum ShellCommand {
     },
 }
 
+/// `proxies`: the lifecycle of the clutch gateway and its sidecar services.
+#[derive(Debug, Parser)]
+#[command(
+    name = "proxies",
+    version,
+    about = "Start, stop and watch the clutch gateway and its sidecar services"
+)]
+pub struct ProxiesArgs {
+    #[command(subcommand)]
+    pub command: Option<ProxiesCommand>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProxiesCommand {
+    /// Start every service that is not running and wait until all are healthy.
+    Up,
+    /// Stop every service clutch started (and only those).
+    Down,
+    /// State, pid, uptime, memory, CPU, port, health, restarts and last error of each service.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a service's log (all services without a name).
+    Logs {
+        #[arg(short, long)]
+        follow: bool,
+        service: Option<String>,
+    },
+    /// Restart one service, or everything.
+    Restart { service: Option<String> },
+    /// A live view of requests, errors, models and breakers.
+    Watch {
+        /// Draw once and exit.
+        #[arg(long)]
+        once: bool,
+    },
+    /// Show or check the configuration.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Install or remove a systemd user unit that starts the services at login.
+    Service {
+        #[command(subcommand)]
+        command: ServiceCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    Show,
+    Check,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServiceCommand {
+    Install,
+    Uninstall,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Shell {
     Bash,

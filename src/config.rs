@@ -136,6 +136,38 @@ pub struct Config {
     /// Model providers the gateway sends requests to, keyed by name.
     #[serde(default)]
     pub providers: BTreeMap<String, ProviderConfig>,
+    /// External services the supervisor runs after the gateway.
+    #[serde(default)]
+    pub services: Vec<ServiceConfig>,
+}
+
+/// An external sidecar service (a compression proxy, say).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    pub name: String,
+    /// Program and arguments.
+    pub command: Vec<EnvString>,
+    /// The port it listens on, for its health check; none means no check.
+    #[serde(default)]
+    pub port: Option<u16>,
+    #[serde(default = "default_health_path")]
+    pub health_path: String,
+    /// Lower starts first (after the gateway).
+    #[serde(default)]
+    pub order: i32,
+    #[serde(default)]
+    pub env: BTreeMap<String, EnvString>,
+    #[serde(default = "default_start_timeout")]
+    pub start_timeout_secs: u64,
+}
+
+fn default_health_path() -> String {
+    "/health".into()
+}
+
+fn default_start_timeout() -> u64 {
+    30
 }
 
 /// One upstream model provider.
@@ -365,6 +397,33 @@ impl Config {
                 return Err(invalid(
                     format!("providers.{name}"),
                     "a provider name cannot contain `|`".into(),
+                ));
+            }
+        }
+        let mut names = vec!["gateway", "supervisor"];
+        for (i, service) in self.services.iter().enumerate() {
+            if service.name.is_empty()
+                || !service
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(invalid(
+                    format!("services[{i}].name"),
+                    "must be letters, digits, `-` or `_`".into(),
+                ));
+            }
+            if names.contains(&service.name.as_str()) {
+                return Err(invalid(
+                    format!("services[{i}].name"),
+                    format!("`{}` is taken; pick another name", service.name),
+                ));
+            }
+            names.push(&service.name);
+            if service.command.is_empty() {
+                return Err(invalid(
+                    format!("services[{i}].command"),
+                    "needs at least the program".into(),
                 ));
             }
         }

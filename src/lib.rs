@@ -15,5 +15,6 @@ pub mod inventory;
 pub mod launch;
 pub mod paths;
 pub mod shell;
+pub mod sidecar;
 
 pub use error::Error;

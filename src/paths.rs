@@ -68,6 +68,16 @@ impl Paths {
         self.state_dir.join("agent-files")
     }
 
+    /// Where `proxies service install` writes the systemd user unit.
+    pub fn systemd_user_dir(&self) -> PathBuf {
+        if std::env::var_os("CLUTCH_HOME").is_some_and(|v| !v.is_empty()) {
+            return self.config_dir.join("systemd");
+        }
+        dirs::config_dir()
+            .unwrap_or_else(std::env::temp_dir)
+            .join("systemd/user")
+    }
+
     /// Log files of the services clutch runs.
     pub fn log_dir(&self) -> PathBuf {
         self.state_dir.join("logs")

@@ -254,8 +254,13 @@ fn path_with(dir: &Path) -> String {
 
 #[test]
 fn a_launch_execs_the_agent_with_its_plan_and_passes_the_exit_code_through() {
-    let clutch =
-        Clutch::new().config("[gateway]\nurl = \"http://127.0.0.1:9\"\nauto_start = false\n");
+    // A real gateway, so the launch finds it healthy and goes ahead.
+    let clutch = Clutch::new();
+    let gateway = support::gateway::TestGateway::start(clutch.clutch_home.path());
+    let clutch = clutch.config(&format!(
+        "[gateway]\nurl = \"{}\"\nauto_start = false\n",
+        gateway.url
+    ));
     let bin = stand_in(&clutch);
     let output = clutch
         .xx(&["cIp", "--stdin", "--", "--extra", "two words"])
@@ -282,7 +287,7 @@ fn a_launch_execs_the_agent_with_its_plan_and_passes_the_exit_code_through() {
         "{record}"
     );
     assert!(
-        record.contains("\nANTHROPIC_BASE_URL=http://127.0.0.1:9/p/claude\n"),
+        record.contains(&format!("\nANTHROPIC_BASE_URL={}/p/claude\n", gateway.url)),
         "{record}"
     );
     assert!(
@@ -305,7 +310,7 @@ fn a_launch_execs_the_agent_with_its_plan_and_passes_the_exit_code_through() {
     let json: serde_json::Value = serde_json::from_str(&contents).unwrap();
     assert_eq!(
         json["env"]["ANTHROPIC_BASE_URL"],
-        "http://127.0.0.1:9/p/claude"
+        format!("{}/p/claude", gateway.url)
     );
     assert!(
         !clutch.user_home.path().join(".claude").exists(),

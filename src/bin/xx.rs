@@ -4,8 +4,11 @@
 use clap::Parser as _;
 
 fn main() {
-    let args = clutch::cli::XxArgs::parse();
-    let code = match clutch::app::run_xx(args) {
+    let result = match clutch::sidecar::hidden_entry() {
+        Some(result) => result,
+        None => clutch::app::run_xx(clutch::cli::XxArgs::parse()),
+    };
+    let code = match result {
         Ok(code) => code,
         Err(err) => {
             eprintln!("xx: {err}");

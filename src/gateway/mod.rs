@@ -36,6 +36,57 @@ pub struct Gateway {
     token: Option<String>,
     allow: Vec<IpAddr>,
     started: Instant,
+    pub stats: Stats,
+}
+
+/// Request counters for `proxies watch` (`GET /api/stats`).
+#[derive(Default)]
+pub struct Stats {
+    requests: std::sync::atomic::AtomicU64,
+    errors: std::sync::atomic::AtomicU64,
+    in_flight: std::sync::atomic::AtomicI64,
+    /// `provider|model` -> (requests, errors, total milliseconds to the first byte).
+    models: std::sync::Mutex<BTreeMap<String, (u64, u64, f64)>>,
+}
+
+impl Stats {
+    /// Count a call as in flight until the returned guard is dropped.
+    pub fn begin(&self) -> impl Drop + '_ {
+        struct InFlight<'a>(&'a std::sync::atomic::AtomicI64);
+        impl Drop for InFlight<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        self.in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        InFlight(&self.in_flight)
+    }
+
+    pub fn record(&self, target: &str, ok: bool, ms: f64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.requests.fetch_add(1, Relaxed);
+        if !ok {
+            self.errors.fetch_add(1, Relaxed);
+        }
+        if let Ok(mut models) = self.models.lock() {
+            let entry = models.entry(target.to_string()).or_default();
+            entry.0 += 1;
+            entry.1 += u64::from(!ok);
+            entry.2 += ms;
+        }
+    }
+
+    pub fn to_json(&self) -> Value {
+        use std::sync::atomic::Ordering::Relaxed;
+        let models: Vec<Value> = self
+            .models
+            .lock()
+            .map(|m| m.iter().map(|(k, (n, e, ms))| json!({"model": k, "requests": n, "errors": e, "avg_ms": ms / (*n).max(1) as f64})).collect())
+            .unwrap_or_default();
+        json!({"requests": self.requests.load(Relaxed), "errors": self.errors.load(Relaxed),
+            "in_flight": self.in_flight.load(Relaxed), "models": models})
+    }
 }
 
 impl Gateway {
@@ -68,6 +119,7 @@ impl Gateway {
                 .map(|t| t.as_str().to_string()),
             allow: config.gateway.allow.clone(),
             started: Instant::now(),
+            stats: Stats::default(),
         })
     }
 

@@ -97,6 +97,11 @@ pub async fn handle(
     let profile = profile.map(str::to_string);
     match (&method, rest.as_str()) {
         (&Method::GET | &Method::HEAD, "/health" | "/") => json_response(200, &gateway.health()),
+        (&Method::GET, "/api/stats") => {
+            let mut stats = gateway.stats.to_json();
+            stats["uptime_secs"] = gateway.health()["uptime_secs"].clone();
+            json_response(200, &stats)
+        }
         // Claude Code's reachability probe.
         (&Method::GET | &Method::HEAD, "/api/hello") => json_response(200, &json!({"ok": true})),
         (&Method::POST, "/v1/messages") => {
@@ -228,6 +233,7 @@ async fn model_call(
     body: Body,
 ) -> Response {
     let started = Instant::now();
+    let _in_flight = gateway.stats.begin();
     let body = match read_body(gateway, protocol, body).await {
         Ok(body) => body,
         Err(response) => return response,
@@ -280,6 +286,11 @@ async fn model_call(
     // One line per call at debug; failures at info, so a default log shows what went wrong
     // without costing every request a write.
     let level_info = !response.status().is_success();
+    gateway.stats.record(
+        &format!("{}|{}", target.provider, target.model),
+        response.status().is_success(),
+        started.elapsed().as_secs_f64() * 1000.0,
+    );
     macro_rules! log_call {
         ($level:ident) => {
             tracing::$level!(

@@ -432,6 +432,13 @@ fn is_gemini_router_call(body: &Value) -> bool {
 
 fn other(method: &Method, path: &str) -> Response {
     let listing = json!({"object": "list", "data": [{"id": "fake-model", "object": "model", "owned_by": "fake"}]});
+    // It stands where the gateway would in the launcher's tests, so it answers `xx`'s health
+    // check as the gateway does.
+    if method == Method::GET && path == "/health" {
+        return json_response(
+            json!({"status": "ok", "service": "clutch-gateway", "test_double": true}),
+        );
+    }
     if method == Method::HEAD {
         return Response::builder()
             .status(StatusCode::OK)
