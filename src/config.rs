@@ -256,6 +256,17 @@ pub struct GatewayConfig {
     /// Client addresses allowed besides loopback (needs `token`).
     #[serde(default)]
     pub allow: Vec<std::net::IpAddr>,
+    /// Extra tries of the same model after a 5xx, connection failure or timeout.
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// Consecutive faults that open a model's circuit breaker.
+    #[serde(default = "default_breaker_threshold")]
+    pub breaker_threshold: u32,
+    /// Seconds an open breaker waits before letting one probe through (doubles per trip).
+    #[serde(default = "default_breaker_cooldown")]
+    pub breaker_cooldown_secs: u64,
+    #[serde(default = "default_breaker_max_cooldown")]
+    pub breaker_max_cooldown_secs: u64,
 }
 
 impl Default for GatewayConfig {
@@ -270,6 +281,10 @@ impl Default for GatewayConfig {
             idle_timeout_secs: default_idle_timeout(),
             total_timeout_secs: default_total_timeout(),
             allow: Vec::new(),
+            retries: default_retries(),
+            breaker_threshold: default_breaker_threshold(),
+            breaker_cooldown_secs: default_breaker_cooldown(),
+            breaker_max_cooldown_secs: default_breaker_max_cooldown(),
         }
     }
 }
@@ -320,6 +335,22 @@ fn default_gateway_url() -> EnvString {
 
 fn yes() -> bool {
     true
+}
+
+fn default_retries() -> u32 {
+    1
+}
+
+fn default_breaker_threshold() -> u32 {
+    3
+}
+
+fn default_breaker_cooldown() -> u64 {
+    60
+}
+
+fn default_breaker_max_cooldown() -> u64 {
+    900
 }
 
 fn default_max_body() -> usize {

@@ -577,7 +577,9 @@ fn every_inbound_and_upstream_pair() {
         .iter()
         .map(|_| FakeUpstream::start("unused"))
         .collect();
-    let mut config = String::from("[gateway]\nauto_start = false\n");
+    // Each injected 500 must surface, not be retried away or open a breaker.
+    let mut config =
+        String::from("[gateway]\nauto_start = false\nretries = 0\nbreaker_threshold = 100000\n");
     for (protocol, fake) in PROTOCOLS.iter().zip(&fakes) {
         let base = if matches!(*protocol, "chat" | "responses") {
             format!("{}/v1", fake.url())

@@ -34,6 +34,7 @@ fn bench(upstream: &str) -> Bench {
     };
     let config = format!(
         "[gateway]\nauto_start = false\nmax_body_bytes = 65536\nfirst_byte_timeout_secs = 1\nidle_timeout_secs = 1\n\
+         retries = 0\nbreaker_threshold = 100000\n\
          [providers.up]\nbase_url = \"{base}\"\nformat = \"{upstream}\"\n\
          [providers.nowhere]\nbase_url = \"http://127.0.0.1:9\"\nformat = \"chat\"\n"
     );

@@ -32,6 +32,29 @@ pub struct Request {
 }
 
 impl Request {
+    /// About four characters a token, over everything the model reads: system, messages,
+    /// tool calls and results, and tool schemas; a typical image counts 1600 tokens.
+    pub fn estimate_tokens(&self) -> u64 {
+        let mut chars: usize = self.system.iter().map(String::len).sum();
+        for message in &self.messages {
+            for part in &message.parts {
+                chars += match part {
+                    Part::Text { text } | Part::Thinking { text, .. } => text.len(),
+                    Part::ToolCall(call) => call.name.len() + call.arguments.len(),
+                    Part::ToolResult(result) => result.text().len(),
+                    Part::Image { .. } => 6400,
+                    Part::RedactedThinking { data } => data.len(),
+                };
+            }
+        }
+        for tool in &self.tools {
+            chars += tool.name.len()
+                + tool.description.as_deref().map_or(0, str::len)
+                + tool.parameters.to_string().len();
+        }
+        (chars as u64).div_ceil(4).max(1)
+    }
+
     /// Give every tool result the name of the call it answers (protocols that match results by
     /// name, like Gemini, need it; others only carry the id).
     pub fn link_tool_names(&mut self) {

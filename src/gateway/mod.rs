@@ -2,6 +2,8 @@
 //! the provider its routing profile picks. [`serve`] takes a listener and a shutdown future,
 //! so tests bind port 0; `xx gateway` runs it in the foreground.
 
+pub mod breaker;
+pub mod call;
 pub mod ir;
 pub mod proto;
 pub mod route;
@@ -37,6 +39,81 @@ pub struct Gateway {
     allow: Vec<IpAddr>,
     started: Instant,
     pub stats: Stats,
+    pub breakers: breaker::Breakers,
+    pub keys: KeyPool,
+    /// Extra tries of the same candidate after a transient fault.
+    pub retries: u32,
+}
+
+/// Per-provider key health: a key that keeps getting 429s (or was told to wait) cools down.
+#[derive(Default)]
+pub struct KeyPool {
+    /// provider -> per key (consecutive 429s, cooling until unix ms)
+    keys: std::sync::Mutex<BTreeMap<String, Vec<(u32, u64)>>>,
+}
+
+/// Consecutive 429s after which a key cools down even without `Retry-After`.
+const KEY_429_LIMIT: u32 = 3;
+const KEY_COOLDOWN_MS: u64 = 60_000;
+
+impl KeyPool {
+    /// The keys to try for one request, in order (each at most once); `None` stands for a
+    /// provider with no key at all.
+    pub fn usable(&self, provider: &str, count: usize, now: u64) -> Vec<Option<usize>> {
+        if count == 0 {
+            return vec![None];
+        }
+        let keys = self
+            .keys
+            .lock()
+            .map(|k| k.get(provider).cloned().unwrap_or_default())
+            .unwrap_or_default();
+        (0..count)
+            .filter(|i| keys.get(*i).is_none_or(|(_, until)| *until <= now))
+            .map(Some)
+            .collect()
+    }
+
+    pub fn rate_limited(&self, provider: &str, key: usize, retry_after: Option<u64>, now: u64) {
+        if let Ok(mut all) = self.keys.lock() {
+            let keys = all.entry(provider.to_string()).or_default();
+            if keys.len() <= key {
+                keys.resize(key + 1, (0, 0));
+            }
+            let state = &mut keys[key];
+            state.0 += 1;
+            if let Some(seconds) = retry_after {
+                state.1 = now + seconds * 1000;
+            } else if state.0 >= KEY_429_LIMIT {
+                state.1 = now + KEY_COOLDOWN_MS;
+            }
+        }
+    }
+
+    pub fn succeeded(&self, provider: &str, key: usize) {
+        if let Ok(mut all) = self.keys.lock()
+            && let Some(state) = all.get_mut(provider).and_then(|k| k.get_mut(key))
+        {
+            *state = (0, 0);
+        }
+    }
+
+    /// `GET /api/keys`: key positions and their state, never the keys.
+    pub fn to_json(&self, now: u64) -> Value {
+        let all = self.keys.lock().map(|k| k.clone()).unwrap_or_default();
+        let providers: serde_json::Map<String, Value> = all
+            .into_iter()
+            .map(|(provider, keys)| {
+                let list: Vec<Value> = keys
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (n, until))| json!({"key": i, "consecutive_429": n, "cooling_remaining_s": until.saturating_sub(now) as f64 / 1000.0}))
+                    .collect();
+                (provider, Value::Array(list))
+            })
+            .collect();
+        Value::Object(providers)
+    }
 }
 
 /// Request counters for `proxies watch` (`GET /api/stats`).
@@ -120,6 +197,16 @@ impl Gateway {
             allow: config.gateway.allow.clone(),
             started: Instant::now(),
             stats: Stats::default(),
+            breakers: breaker::Breakers::new(
+                breaker::Settings {
+                    threshold: config.gateway.breaker_threshold,
+                    cooldown_ms: config.gateway.breaker_cooldown_secs * 1000,
+                    max_cooldown_ms: config.gateway.breaker_max_cooldown_secs * 1000,
+                },
+                Some(paths.state_dir.join("breakers.json")),
+            ),
+            keys: KeyPool::default(),
+            retries: config.gateway.retries,
         })
     }
 

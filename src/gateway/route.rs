@@ -28,6 +28,36 @@ pub struct Profile {
     /// Exact requested model -> `provider|model`.
     #[serde(default)]
     pub model_map: BTreeMap<String, String>,
+    /// Scene -> a tier name or a `provider|model`, overriding the family's tier.
+    #[serde(default)]
+    pub scenes: Scenes,
+    /// Models tried first when the request offers tools and no other scene applies.
+    #[serde(default)]
+    pub toolcall_models: Vec<String>,
+    /// Estimated prompt tokens above which the long-context scene applies.
+    #[serde(default = "default_long_context")]
+    pub long_context_threshold: u64,
+}
+
+/// Scene overrides, checked in this order: long context, background, web search, think,
+/// image; then tool calls (via `toolcall_models`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenes {
+    #[serde(default)]
+    pub long_context: Option<String>,
+    #[serde(default)]
+    pub background: Option<String>,
+    #[serde(default)]
+    pub web_search: Option<String>,
+    #[serde(default)]
+    pub think: Option<String>,
+    #[serde(default)]
+    pub image: Option<String>,
+}
+
+fn default_long_context() -> u64 {
+    60_000
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -35,6 +65,9 @@ pub struct Profile {
 pub struct TierSpec {
     /// `provider|model`, or a model name a provider lists.
     pub model: String,
+    /// Tried in order when the model fails.
+    #[serde(default)]
+    pub cascade: Vec<String>,
 }
 
 fn default_tier() -> String {
@@ -193,13 +226,62 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
     pieces.last().is_none_or(|p| p.is_empty()) || pieces.len() == 1 && rest.is_empty()
 }
 
-/// Pick the upstream for `requested`. `bypass` keeps the requested model (the bypass route).
-pub fn resolve(
+/// Which scene overrode the family's tier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scene {
+    LongContext,
+    Background,
+    WebSearch,
+    Think,
+    Image,
+    ToolCall,
+}
+
+impl Scene {
+    pub fn name(self) -> &'static str {
+        match self {
+            Scene::LongContext => "long_context",
+            Scene::Background => "background",
+            Scene::WebSearch => "web_search",
+            Scene::Think => "think",
+            Scene::Image => "image",
+            Scene::ToolCall => "tool_call",
+        }
+    }
+}
+
+/// The ordered, de-duplicated upstreams to try for one request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub tier: Option<String>,
+    pub scene: Option<Scene>,
+    pub candidates: Vec<Target>,
+    /// Candidates left out because their context window cannot hold the request.
+    pub too_small: Vec<Target>,
+}
+
+const WEB_SEARCH_TOOLS: [&str; 6] = [
+    "web_search",
+    "search_web",
+    "brave_search",
+    "exa_search",
+    "google_search",
+    "perplexity",
+];
+/// Tokens kept free for the answer when checking context windows.
+const CONTEXT_RESERVE: u64 = 4096;
+
+/// The candidates for `request`: an explicit model first (a `model_map` entry, a
+/// `provider|model`, or a model a provider lists); else the first scene that applies; else
+/// tool-call models when tools are offered; then the tier's model and its cascade.
+/// `bypass` keeps the requested model and nothing else (the bypass route).
+pub fn plan(
     profile: &Profile,
-    requested: &str,
+    request: &crate::gateway::ir::Request,
     bypass: bool,
     providers: &BTreeMap<String, ProviderConfig>,
-) -> Result<Target, ApiError> {
+) -> Result<Plan, ApiError> {
+    let requested = request.model.as_str();
     let target_of = |reference: &str| -> Result<Target, ApiError> {
         if let Some((provider, model)) = reference.split_once('|') {
             if !providers.contains_key(provider) {
@@ -221,27 +303,121 @@ pub fn resolve(
             model: reference.to_string(),
         })
     };
-    if let Some(reference) = profile.model_map.get(requested) {
-        return target_of(reference);
+    if bypass {
+        return Ok(Plan {
+            tier: None,
+            scene: None,
+            candidates: vec![target_of(requested)?],
+            too_small: Vec::new(),
+        });
     }
-    if requested.contains('|')
-        || bypass
-        || providers.values().any(|p| p.models.contains_key(requested))
-    {
-        return target_of(requested);
-    }
-    let tier = profile
+    // An explicit model: a `model_map` entry, a `provider|model`, a model a provider lists, or
+    // an `owner/model` id (what the launcher's tier letters and `-m` pass) that no family
+    // pattern claims.
+    let family_match = profile
+        .families
+        .iter()
+        .any(|(pattern, _)| glob_match(pattern, requested));
+    let explicit = profile.model_map.get(requested).cloned().or_else(|| {
+        (requested.contains('|')
+            || providers.values().any(|p| p.models.contains_key(requested))
+            || (requested.contains('/') && !family_match))
+            .then(|| requested.to_string())
+    });
+    let family = profile
         .families
         .iter()
         .find(|(pattern, _)| glob_match(pattern, requested))
-        .map_or(profile.default_tier.as_str(), |(_, tier)| tier.as_str());
-    let spec = profile.tiers.get(tier).ok_or_else(|| {
+        .map_or(profile.default_tier.clone(), |(_, tier)| tier.clone());
+    let estimate = request.estimate_tokens();
+    let scenes = &profile.scenes;
+    let has_image = request
+        .messages
+        .iter()
+        .flat_map(|m| &m.parts)
+        .any(|p| matches!(p, crate::gateway::ir::Part::Image { .. }));
+    let web_search = request.tools.iter().any(|t| {
+        WEB_SEARCH_TOOLS
+            .iter()
+            .any(|w| t.name.to_lowercase().contains(w))
+    });
+    let background = family == "small" || request.max_tokens.is_some_and(|m| m <= 256);
+    let checks: [(Scene, bool, &Option<String>); 5] = [
+        (
+            Scene::LongContext,
+            estimate > profile.long_context_threshold,
+            &scenes.long_context,
+        ),
+        (Scene::Background, background, &scenes.background),
+        (Scene::WebSearch, web_search, &scenes.web_search),
+        (Scene::Think, request.reasoning.is_some(), &scenes.think),
+        (Scene::Image, has_image, &scenes.image),
+    ];
+    let mut references: Vec<String> = Vec::new();
+    let mut scene = None;
+    let mut tier = family.clone();
+    match explicit {
+        Some(reference) => references.push(reference),
+        None => {
+            if let Some((found, _, Some(value))) = checks
+                .iter()
+                .find(|(_, applies, value)| *applies && value.is_some())
+            {
+                scene = Some(*found);
+                if profile.tiers.contains_key(value.as_str()) {
+                    tier = value.clone();
+                } else {
+                    references.push(value.clone());
+                }
+            } else if !request.tools.is_empty() && !profile.toolcall_models.is_empty() {
+                scene = Some(Scene::ToolCall);
+                references.extend(profile.toolcall_models.iter().cloned());
+            }
+        }
+    }
+    let spec = profile.tiers.get(&tier).ok_or_else(|| {
         ApiError::new(
             ErrorKind::Api,
             format!("the routing profile has no [tiers.{tier}]"),
         )
     })?;
-    target_of(&spec.model)
+    references.push(spec.model.clone());
+    references.extend(spec.cascade.iter().cloned());
+
+    let mut candidates: Vec<Target> = Vec::new();
+    let mut too_small = Vec::new();
+    for reference in references {
+        let target = target_of(&reference)?;
+        if candidates.contains(&target) || too_small.contains(&target) {
+            continue;
+        }
+        let window = providers
+            .get(&target.provider)
+            .and_then(|p| p.models.get(&target.model))
+            .and_then(|m| m.context_window);
+        match window {
+            Some(window) if (window as f64 * 0.9) < (estimate + CONTEXT_RESERVE) as f64 => {
+                too_small.push(target)
+            }
+            _ => candidates.push(target),
+        }
+    }
+    if candidates.is_empty() {
+        return Err(ApiError::invalid(format!(
+            "the request (about {estimate} tokens) is larger than the context window of every candidate model ({})",
+            too_small
+                .iter()
+                .map(|t| format!("{}|{}", t.provider, t.model))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    Ok(Plan {
+        tier: Some(tier),
+        scene,
+        candidates,
+        too_small,
+    })
 }
 
 #[cfg(test)]

@@ -87,6 +87,10 @@ pub enum Reply {
         millis: u64,
         then: Box<Reply>,
     },
+    /// Send 200 and event-stream headers, then nothing for this long, then close.
+    StallStream {
+        millis: u64,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -505,6 +509,18 @@ fn raw_reply(reply: &Reply) -> Response {
                 builder = builder.header("retry-after", seconds.to_string());
             }
             builder.body(Body::from(body.clone())).unwrap()
+        }
+        Reply::StallStream { millis } => {
+            let millis = *millis;
+            let body = futures_util::stream::once(async move {
+                tokio::time::sleep(Duration::from_millis(millis)).await;
+                Ok::<_, std::convert::Infallible>(Bytes::new())
+            });
+            Response::builder()
+                .status(200)
+                .header("content-type", "text/event-stream")
+                .body(Body::from_stream(body))
+                .unwrap()
         }
         Reply::Raw {
             status,

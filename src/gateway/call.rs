@@ -1,0 +1,645 @@
+//! One attempt at one provider: forward (same protocol, only `model` rewritten) or
+//! translate through the IR, up to the commit point. A failure before the first good
+//! upstream byte comes back as a classified [`Failure`] so the cascade can try the next key
+//! or candidate; after it, failures become protocol-correct error events in the stream.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderValue};
+use axum::response::Response;
+use bytes::Bytes;
+use futures_util::StreamExt as _;
+use serde_json::Value;
+
+use super::Gateway;
+use super::ir::{self, ApiError, ErrorKind, StreamEvent};
+use super::proto::{self, Protocol};
+use super::server::json_response;
+use super::sse;
+use super::upstream::{self, Provider, Timeouts};
+
+/// How a failed attempt should be handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// 429/529: rotate to the provider's next key, then the next candidate.
+    RateLimited,
+    /// 5xx, connection failure, timeout: retry the same candidate, then the next.
+    Retryable,
+    /// Rejected key, unknown model: the next candidate.
+    Skip,
+    /// The request does not fit this model's context: the next candidate.
+    ContextLength,
+    /// A well-formed but useless answer (empty, or no tool call where one was required).
+    Soft,
+    /// The client's own request is wrong: returned to it, no cascade.
+    Client,
+}
+
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub error: ApiError,
+    pub class: Class,
+}
+
+impl Failure {
+    fn new(error: ApiError, class: Class) -> Failure {
+        Failure { error, class }
+    }
+
+    /// Classify an error by the upstream's HTTP status (None: no answer at all).
+    fn from_status(error: ApiError, status: Option<u16>) -> Failure {
+        let class = match status {
+            None => Class::Retryable,
+            Some(429 | 529) => Class::RateLimited,
+            Some(401 | 403 | 404) => Class::Skip,
+            Some(400 | 413 | 422) if is_context_length(&error.message) => Class::ContextLength,
+            Some(s) if s >= 500 => Class::Retryable,
+            Some(408) => Class::Retryable,
+            Some(_) => Class::Client,
+        };
+        Failure { error, class }
+    }
+
+    /// Classify an error event a stream opened with.
+    fn from_event(error: ApiError) -> Failure {
+        let class = match error.kind {
+            ErrorKind::RateLimit => Class::RateLimited,
+            ErrorKind::InvalidRequest if is_context_length(&error.message) => Class::ContextLength,
+            ErrorKind::InvalidRequest => Class::Client,
+            ErrorKind::Authentication | ErrorKind::Permission | ErrorKind::NotFound => Class::Skip,
+            _ => Class::Retryable,
+        };
+        Failure { error, class }
+    }
+}
+
+fn is_context_length(message: &str) -> bool {
+    let m = message.to_lowercase();
+    [
+        "context length",
+        "context_length",
+        "maximum context",
+        "context window",
+        "too many tokens",
+        "prompt is too long",
+        "reduce the length",
+    ]
+    .iter()
+    .any(|needle| m.contains(needle))
+}
+
+/// One model call on its way to one provider.
+#[derive(Clone)]
+pub struct Call {
+    pub gateway: Arc<Gateway>,
+    pub protocol: Protocol,
+    pub provider: Provider,
+    pub model: String,
+    pub stream: bool,
+    pub timeouts: Timeouts,
+    /// The key for this attempt (None: the provider has none).
+    pub key: Option<String>,
+}
+
+/// Headers a same-protocol client sends that the provider must see too.
+fn forwarded_headers(
+    protocol: Protocol,
+    headers: &HeaderMap,
+) -> Vec<(reqwest::header::HeaderName, HeaderValue)> {
+    let names: &[&str] = match protocol {
+        Protocol::Anthropic => &["anthropic-version", "anthropic-beta"],
+        Protocol::Chat | Protocol::Responses => &["openai-beta"],
+        Protocol::Gemini => &[],
+    };
+    names
+        .iter()
+        .filter_map(|name| {
+            headers
+                .get(*name)
+                .map(|v| (reqwest::header::HeaderName::from_static(name), v.clone()))
+        })
+        .collect()
+}
+
+/// The body with only its top-level `model` replaced; everything else byte for byte.
+fn rewrite_model(body: &[u8], model: &str) -> Result<Bytes, ApiError> {
+    let mut map: indexmap::IndexMap<String, Box<serde_json::value::RawValue>> =
+        serde_json::from_slice(body).map_err(|e| {
+            ApiError::invalid(format!("the request body is not a JSON object: {e}"))
+        })?;
+    let raw =
+        serde_json::value::RawValue::from_string(Value::String(model.to_string()).to_string())
+            .expect("a JSON string is valid JSON");
+    map.insert("model".to_string(), raw);
+    serde_json::to_vec(&map)
+        .map(Bytes::from)
+        .map_err(|e| ApiError::new(ErrorKind::Api, format!("cannot re-encode the request: {e}")))
+}
+
+impl Call {
+    fn key(&self) -> Option<&str> {
+        self.key.as_deref()
+    }
+
+    async fn send(
+        &self,
+        body: Bytes,
+        query: Option<&str>,
+        passthrough: &[(reqwest::header::HeaderName, HeaderValue)],
+    ) -> Result<reqwest::Response, Failure> {
+        let url = self
+            .provider
+            .endpoint(&self.model, self.stream, query)
+            .map_err(|e| {
+                Failure::new(
+                    ApiError::upstream(format!(
+                        "provider `{}` has an unusable URL: {e}",
+                        self.provider.name
+                    )),
+                    Class::Skip,
+                )
+            })?;
+        let headers = self.provider.headers(self.key(), passthrough);
+        let response = upstream::send(
+            &self.gateway.client,
+            &self.provider,
+            url,
+            headers,
+            body,
+            self.timeouts,
+        )
+        .await
+        .map_err(|e| Failure::from_status(e, None))?;
+        let status = response.status().as_u16();
+        if (200..300).contains(&status) {
+            return Ok(response);
+        }
+        let retry_after = upstream::retry_after(response.headers());
+        let body = tokio::time::timeout(self.timeouts.idle, response.bytes())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default();
+        Err(Failure::from_status(
+            upstream::status_error(&self.provider, status, retry_after, &body),
+            Some(status),
+        ))
+    }
+
+    async fn whole_body(&self, response: reqwest::Response) -> Result<Bytes, Failure> {
+        let body = match tokio::time::timeout(self.timeouts.total, response.bytes()).await {
+            Err(_) => {
+                return Err(Failure::new(
+                    ApiError::new(
+                        ErrorKind::Timeout,
+                        format!(
+                            "provider `{}` did not finish its answer in time",
+                            self.provider.name
+                        ),
+                    ),
+                    Class::Retryable,
+                ));
+            }
+            Ok(Err(err)) => {
+                return Err(Failure::new(
+                    ApiError {
+                        status: 502,
+                        kind: ErrorKind::Api,
+                        message: format!(
+                            "provider `{}` broke off its answer: {err}",
+                            self.provider.name
+                        ),
+                        retry_after: None,
+                    },
+                    Class::Retryable,
+                ));
+            }
+            Ok(Ok(body)) => body,
+        };
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Err(Failure::new(self.empty(), Class::Soft));
+        }
+        Ok(body)
+    }
+
+    fn empty(&self) -> ApiError {
+        ApiError {
+            status: 502,
+            kind: ErrorKind::Api,
+            message: format!(
+                "provider `{}` answered 200 with an empty body",
+                self.provider.name
+            ),
+            retry_after: None,
+        }
+    }
+
+    /// Same protocol: only `model` is rewritten, the answer is forwarded as it comes.
+    pub async fn forward(
+        self,
+        body: Bytes,
+        query: Option<&str>,
+        headers: &HeaderMap,
+    ) -> Result<Response, Failure> {
+        let protocol = self.protocol;
+        let body = if protocol == Protocol::Gemini {
+            body
+        } else {
+            match rewrite_model(&body, &self.model) {
+                Ok(body) => body,
+                Err(error) => return Err(Failure::new(error, Class::Client)),
+            }
+        };
+        let passthrough = forwarded_headers(protocol, headers);
+        let anthropic_query = if protocol == Protocol::Anthropic {
+            query
+        } else {
+            None
+        };
+        let response = match self.send(body, anthropic_query, &passthrough).await {
+            Ok(response) => response,
+            Err(failure) => return Err(failure),
+        };
+        if !self.stream {
+            let body = self.whole_body(response).await?;
+            return Ok(Response::builder()
+                .status(200)
+                .header("content-type", "application/json")
+                .body(Body::from(body))
+                .expect("static parts"));
+        }
+        if !is_event_stream(&response) {
+            return self.non_stream_answer_to_stream(response, None).await;
+        }
+        let mut upstream = EventStream::new(response, self.timeouts);
+        let mut decoder = proto::stream_decoder(protocol);
+        // Commit point: the first event must be a good one.
+        let first = match upstream.next(self.timeouts.first_byte).await {
+            Err(error) => return Err(Failure::new(error, Class::Retryable)),
+            Ok(None) => return Err(Failure::new(self.empty(), Class::Soft)),
+            Ok(Some(event)) => event,
+        };
+        if let Err(error) = decoder.event(&first) {
+            return Err(Failure::from_event(error));
+        }
+        Ok(stream_response(move |tx| async move {
+            if tx.send(Ok(first.raw)).await.is_err() {
+                return;
+            }
+            loop {
+                let next = tokio::select! {
+                    next = upstream.next(self.timeouts.idle) => next,
+                    () = tx.closed() => return,
+                };
+                match next {
+                    Ok(Some(event)) => {
+                        if let Err(error) = decoder.event(&event) {
+                            send_all(&tx, proto::stream_error(protocol, &error)).await;
+                            return;
+                        }
+                        if tx.send(Ok(event.raw)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(None) => {
+                        let _ = decoder.finish();
+                        if !decoder.complete() {
+                            let error = early_end(&self.provider);
+                            send_all(&tx, proto::stream_error(protocol, &error)).await;
+                        }
+                        return;
+                    }
+                    Err(error) => {
+                        send_all(&tx, proto::stream_error(protocol, &error)).await;
+                        return;
+                    }
+                }
+            }
+        }))
+    }
+
+    /// Different protocols: decode to the IR, encode for the provider, and back.
+    pub async fn translate(self, request: &ir::Request) -> Result<Response, Failure> {
+        let protocol = self.protocol;
+        let upstream_body = proto::encode_request(self.provider.format, request, &self.model);
+        let upstream_body =
+            Bytes::from(serde_json::to_vec(&upstream_body).expect("a JSON value serialises"));
+        let response = match self.send(upstream_body, None, &[]).await {
+            Ok(response) => response,
+            Err(failure) => return Err(failure),
+        };
+        if !self.stream {
+            let body = self.whole_body(response).await?;
+            let answer = proto::decode_response(self.provider.format, &body)
+                .map_err(|error| Failure::new(self.named(error), Class::Retryable))?;
+            if let Some(why) = soft_failure(request, &answer) {
+                return Err(Failure::new(
+                    ApiError::upstream(format!("provider `{}` {why}", self.provider.name)),
+                    Class::Soft,
+                ));
+            }
+            return Ok(json_response(
+                200,
+                &proto::encode_response(protocol, &answer, request),
+            ));
+        }
+        if !is_event_stream(&response) {
+            return self
+                .non_stream_answer_to_stream(response, Some(request.clone()))
+                .await;
+        }
+        let mut upstream = EventStream::new(response, self.timeouts);
+        let mut decoder = proto::stream_decoder(self.provider.format);
+        let mut encoder = proto::stream_encoder(protocol, request);
+        // Commit point: read until the upstream has said something that is not an error.
+        let mut pending: Vec<StreamEvent> = Vec::new();
+        loop {
+            match upstream.next(self.timeouts.first_byte).await {
+                Err(error) => return Err(Failure::new(error, Class::Retryable)),
+                Ok(None) => {
+                    pending.extend(decoder.finish());
+                    if pending
+                        .iter()
+                        .all(|e| matches!(e, StreamEvent::Start { .. } | StreamEvent::Usage(_)))
+                    {
+                        return Err(Failure::new(self.empty(), Class::Soft));
+                    }
+                    break;
+                }
+                Ok(Some(event)) => match decoder.event(&event) {
+                    Err(error) => return Err(Failure::from_event(self.named(error))),
+                    Ok(events) => {
+                        pending.extend(events);
+                        if pending.iter().any(|e| {
+                            !matches!(e, StreamEvent::Start { .. } | StreamEvent::Usage(_))
+                        }) {
+                            break;
+                        }
+                    }
+                },
+            }
+        }
+        Ok(stream_response(move |tx| async move {
+            for event in &pending {
+                if !send_all(&tx, encoder.event(event)).await {
+                    return;
+                }
+            }
+            loop {
+                let next = tokio::select! {
+                    next = upstream.next(self.timeouts.idle) => next,
+                    () = tx.closed() => return,
+                };
+                match next {
+                    Ok(Some(event)) => match decoder.event(&event) {
+                        Ok(events) => {
+                            for event in &events {
+                                if !send_all(&tx, encoder.event(event)).await {
+                                    return;
+                                }
+                            }
+                        }
+                        Err(error) => {
+                            send_all(&tx, encoder.error(&self.named(error))).await;
+                            return;
+                        }
+                    },
+                    Ok(None) => {
+                        for event in &decoder.finish() {
+                            send_all(&tx, encoder.event(event)).await;
+                        }
+                        if !decoder.complete() {
+                            send_all(&tx, encoder.error(&early_end(&self.provider))).await;
+                        }
+                        return;
+                    }
+                    Err(error) => {
+                        send_all(&tx, encoder.error(&error)).await;
+                        return;
+                    }
+                }
+            }
+        }))
+    }
+
+    /// Prefix an upstream's own error message with the provider's name.
+    fn named(&self, mut error: ApiError) -> ApiError {
+        if !error.message.starts_with("provider ") {
+            error.message = format!("provider `{}`: {}", self.provider.name, error.message);
+        }
+        if error.status < 400 {
+            error.status = 502;
+        }
+        error
+    }
+
+    /// A provider that ignored `stream: true` and answered with one JSON body: its answer is
+    /// replayed as a stream, or its error returned.
+    async fn non_stream_answer_to_stream(
+        self,
+        response: reqwest::Response,
+        request: Option<ir::Request>,
+    ) -> Result<Response, Failure> {
+        let protocol = self.protocol;
+        let body = self.whole_body(response).await?;
+        let answer = match proto::decode_response(self.provider.format, &body) {
+            Ok(answer) => answer,
+            Err(error) => {
+                let message = proto::upstream_error_message(&body);
+                let error = ApiError {
+                    message: format!(
+                        "provider `{}` answered a stream request without a stream: {message}",
+                        self.provider.name
+                    ),
+                    ..error
+                };
+                return Err(Failure::new(self.named(error), Class::Retryable));
+            }
+        };
+        let request = match request {
+            Some(request) => request,
+            None => ir::Request {
+                model: self.model.clone(),
+                stream: true,
+                ..Default::default()
+            },
+        };
+        let mut encoder = proto::stream_encoder(protocol, &request);
+        let mut frames = Vec::new();
+        for event in replay(&answer) {
+            frames.extend(encoder.event(&event));
+        }
+        Ok(stream_response(move |tx| async move {
+            send_all(&tx, frames).await;
+        }))
+    }
+}
+
+/// Why an answer that parsed is still no answer: nothing in it, or no tool call where the
+/// request required one.
+fn soft_failure(request: &ir::Request, answer: &ir::Response) -> Option<&'static str> {
+    if answer.parts.is_empty() {
+        return Some("answered with nothing");
+    }
+    let called = answer
+        .parts
+        .iter()
+        .any(|p| matches!(p, ir::Part::ToolCall(_)));
+    if request.tool_choice == Some(ir::ToolChoice::Required) && !called {
+        return Some("made no tool call although the request required one");
+    }
+    None
+}
+
+/// A complete answer as the stream events that would have produced it.
+fn replay(answer: &ir::Response) -> Vec<StreamEvent> {
+    let mut events = vec![
+        StreamEvent::Start {
+            id: answer.id.clone(),
+            model: answer.model.clone(),
+        },
+        StreamEvent::Usage(answer.usage),
+    ];
+    for (index, part) in answer.parts.iter().enumerate() {
+        match part {
+            ir::Part::Text { text } => events.push(StreamEvent::TextDelta { text: text.clone() }),
+            ir::Part::Thinking { text, signature } => {
+                events.push(StreamEvent::ThinkingDelta { text: text.clone() });
+                if let Some(signature) = signature {
+                    events.push(StreamEvent::ThinkingSignature {
+                        signature: signature.clone(),
+                    });
+                }
+            }
+            ir::Part::ToolCall(call) => {
+                events.push(StreamEvent::ToolCallStart {
+                    index,
+                    id: call.id.clone(),
+                    name: call.name.clone(),
+                    kind: call.kind,
+                });
+                events.push(StreamEvent::ToolCallDelta {
+                    index,
+                    arguments: call.arguments.clone(),
+                });
+            }
+            _ => {}
+        }
+    }
+    events.push(StreamEvent::Stop(answer.stop));
+    events
+}
+
+fn early_end(provider: &Provider) -> ApiError {
+    ApiError {
+        status: 502,
+        kind: ErrorKind::Api,
+        message: format!(
+            "provider `{}` ended the stream before the answer was complete",
+            provider.name
+        ),
+        retry_after: None,
+    }
+}
+
+fn is_event_stream(response: &reqwest::Response) -> bool {
+    response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_none_or(|v| v.contains("event-stream"))
+}
+
+type Frame = Result<Bytes, std::io::Error>;
+
+/// Send frames in order; false once the client is gone.
+async fn send_all(tx: &tokio::sync::mpsc::Sender<Frame>, frames: Vec<Bytes>) -> bool {
+    for frame in frames {
+        if tx.send(Ok(frame)).await.is_err() {
+            return false;
+        }
+    }
+    true
+}
+
+/// A streaming response fed by `produce`, which runs as its own task. When the client goes
+/// away the channel closes, `produce` stops, and dropping the upstream response cancels it.
+fn stream_response<F, Fut>(produce: F) -> Response
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<Frame>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Frame>(32);
+    tokio::spawn(produce(tx));
+    let stream = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+    Response::builder()
+        .status(200)
+        .header("content-type", "text/event-stream")
+        .header("cache-control", "no-cache")
+        .body(Body::from_stream(stream))
+        .expect("static parts")
+}
+
+/// SSE events from an upstream response, with the idle and total timeouts applied.
+struct EventStream {
+    body: futures_util::stream::BoxStream<'static, reqwest::Result<Bytes>>,
+    parser: sse::Parser,
+    pending: std::collections::VecDeque<sse::Event>,
+    deadline: tokio::time::Instant,
+    ended: bool,
+}
+
+impl EventStream {
+    fn new(response: reqwest::Response, timeouts: Timeouts) -> EventStream {
+        EventStream {
+            body: response.bytes_stream().boxed(),
+            parser: sse::Parser::new(),
+            pending: Default::default(),
+            deadline: tokio::time::Instant::now() + timeouts.total,
+            ended: false,
+        }
+    }
+
+    /// The next event; `None` when the upstream closed the stream.
+    async fn next(&mut self, wait: std::time::Duration) -> Result<Option<sse::Event>, ApiError> {
+        loop {
+            if let Some(event) = self.pending.pop_front() {
+                return Ok(Some(event));
+            }
+            if self.ended {
+                return Ok(None);
+            }
+            let limit = (tokio::time::Instant::now() + wait).min(self.deadline);
+            match tokio::time::timeout_at(limit, self.body.next()).await {
+                Err(_) => {
+                    return Err(ApiError::new(
+                        ErrorKind::Timeout,
+                        format!("the provider sent nothing for {} s", wait.as_secs()),
+                    ));
+                }
+                Ok(None) => {
+                    self.ended = true;
+                    self.pending.extend(self.parser.finish());
+                }
+                Ok(Some(Err(err))) => {
+                    return Err(ApiError {
+                        status: 502,
+                        kind: ErrorKind::Api,
+                        message: format!("the provider's stream broke: {err}"),
+                        retry_after: None,
+                    });
+                }
+                Ok(Some(Ok(chunk))) => match self.parser.push(&chunk) {
+                    Ok(events) => self.pending.extend(events),
+                    Err(why) => {
+                        return Err(ApiError::new(
+                            ErrorKind::Api,
+                            format!("the provider's stream is malformed: {why}"),
+                        ));
+                    }
+                },
+            }
+        }
+    }
+}

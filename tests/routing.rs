@@ -1,0 +1,307 @@
+//! Routing: every tier and scene, the priority between scenes, tool-call models, exact maps,
+//! the launcher's tier letters, context-window filtering, and the real Claude Code request
+//! shapes (opus main calls, haiku background calls) landing on the intended tiers.
+
+use std::collections::BTreeMap;
+
+use clutch::config::ProviderConfig;
+use clutch::gateway::ir::Request;
+use clutch::gateway::proto::{self, Protocol};
+use clutch::gateway::route::{Plan, Profile, Scene, Target, plan};
+use serde_json::{Value, json};
+
+const PROFILE: &str = r#"
+default_tier = "middle"
+long_context_threshold = 5000
+toolcall_models = ["tools|caller"]
+[tiers.big]
+model = "p|big"
+cascade = ["p|big-2", "q|big-3"]
+[tiers.middle]
+model = "p|middle"
+cascade = ["q|middle-2"]
+[tiers.small]
+model = "p|small"
+[families]
+"*opus*" = "big"
+"*sonnet*" = "middle"
+"*haiku*" = "small"
+[model_map]
+"gpt-6.1-sol" = "q|mapped"
+[scenes]
+long_context = "p|long"
+background = "small"
+web_search = "p|search"
+think = "big"
+image = "p|vision"
+"#;
+
+fn providers() -> BTreeMap<String, ProviderConfig> {
+    let text = r#"
+        [providers.p]
+        base_url = "http://127.0.0.1:1"
+        format = "chat"
+        models."small-window" = { context_window = 6000 }
+        models."big" = { context_window = 200000 }
+        [providers.q]
+        base_url = "http://127.0.0.1:2"
+        format = "chat"
+        [providers.tools]
+        base_url = "http://127.0.0.1:3"
+        format = "chat"
+    "#;
+    let config: clutch::config::Config = clutch::config::parse_toml(text, "test").unwrap();
+    let mut all = config.all_providers();
+    all.retain(|name, _| ["p", "q", "tools", "openrouter"].contains(&name.as_str()));
+    all
+}
+
+fn profile(extra: &str) -> Profile {
+    clutch::config::parse_toml(&format!("{PROFILE}{extra}"), "profile").unwrap()
+}
+
+fn anthropic(body: Value) -> Request {
+    proto::decode_request(Protocol::Anthropic, body.to_string().as_bytes(), None).unwrap()
+}
+
+fn ids(plan: &Plan) -> Vec<String> {
+    plan.candidates
+        .iter()
+        .map(|t| format!("{}|{}", t.provider, t.model))
+        .collect()
+}
+
+fn route(profile: &Profile, request: &Request) -> Plan {
+    plan(profile, request, false, &providers()).unwrap()
+}
+
+#[test]
+fn families_pick_tiers_and_their_cascades() {
+    let p = profile("");
+    let base = |model: &str| {
+        anthropic(
+            json!({"model": model, "max_tokens": 1000, "messages": [{"role": "user", "content": "hi"}]}),
+        )
+    };
+    let opus = route(&p, &base("claude-opus-5-5"));
+    assert_eq!((opus.tier.as_deref(), opus.scene), (Some("big"), None));
+    assert_eq!(ids(&opus), ["p|big", "p|big-2", "q|big-3"]);
+    assert_eq!(
+        ids(&route(&p, &base("claude-sonnet-4"))),
+        ["p|middle", "q|middle-2"]
+    );
+    assert_eq!(
+        ids(&route(&p, &base("some-unknown-model"))),
+        ["p|middle", "q|middle-2"],
+        "the default tier"
+    );
+    let haiku = route(&p, &base("claude-haiku-4-5"));
+    assert_eq!(
+        (haiku.scene, ids(&haiku)),
+        (Some(Scene::Background), vec!["p|small".to_string()])
+    );
+}
+
+#[test]
+fn each_scene_and_their_priority() {
+    let p = profile("");
+    let big_text = "word ".repeat(5000);
+    let image = json!({"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AAAA"}});
+    let search_tool = json!({"name": "web_search", "input_schema": {"type": "object"}});
+    let other_tool = json!({"name": "read_file", "input_schema": {"type": "object"}});
+    let think = json!({"type": "enabled", "budget_tokens": 2048});
+    let request = |content: Value, tools: Vec<Value>, thinking: Option<Value>, max_tokens: u64| {
+        let mut body = json!({"model": "claude-sonnet-4", "max_tokens": max_tokens, "messages": [{"role": "user", "content": content}], "tools": tools});
+        if let Some(t) = thinking {
+            body["thinking"] = t;
+        }
+        anthropic(body)
+    };
+    let cases: Vec<(&str, Request, Scene, &str)> = vec![
+        (
+            "long context",
+            request(json!(big_text), vec![], None, 1000),
+            Scene::LongContext,
+            "p|long",
+        ),
+        (
+            "background (small max_tokens)",
+            request(json!("hi"), vec![], None, 100),
+            Scene::Background,
+            "p|small",
+        ),
+        (
+            "web search",
+            request(json!("hi"), vec![search_tool.clone()], None, 1000),
+            Scene::WebSearch,
+            "p|search",
+        ),
+        (
+            "think",
+            request(json!("hi"), vec![], Some(think.clone()), 4000),
+            Scene::Think,
+            "p|big",
+        ),
+        (
+            "image",
+            request(
+                json!([{"type": "text", "text": "what is this"}, image.clone()]),
+                vec![],
+                None,
+                1000,
+            ),
+            Scene::Image,
+            "p|vision",
+        ),
+        (
+            "tool call",
+            request(json!("hi"), vec![other_tool.clone()], None, 1000),
+            Scene::ToolCall,
+            "tools|caller",
+        ),
+        // Priority: long context beats everything; background beats web search; web search
+        // beats think; think beats image; image beats tool calls.
+        (
+            "long context over all",
+            request(
+                json!([{"type": "text", "text": big_text.clone()}, image.clone()]),
+                vec![search_tool.clone()],
+                Some(think.clone()),
+                100,
+            ),
+            Scene::LongContext,
+            "p|long",
+        ),
+        (
+            "background over web search",
+            request(json!("hi"), vec![search_tool.clone()], None, 100),
+            Scene::Background,
+            "p|small",
+        ),
+        (
+            "web search over think",
+            request(
+                json!("hi"),
+                vec![search_tool.clone()],
+                Some(think.clone()),
+                4000,
+            ),
+            Scene::WebSearch,
+            "p|search",
+        ),
+        (
+            "think over image",
+            request(json!([image.clone()]), vec![], Some(think.clone()), 4000),
+            Scene::Think,
+            "p|big",
+        ),
+        (
+            "image over tool call",
+            request(json!([image.clone()]), vec![other_tool.clone()], None, 1000),
+            Scene::Image,
+            "p|vision",
+        ),
+    ];
+    for (name, request, scene, first) in cases {
+        let plan = route(&p, &request);
+        assert_eq!(plan.scene, Some(scene), "{name}");
+        assert_eq!(ids(&plan)[0], first, "{name}: {:?}", ids(&plan));
+    }
+    // Tool-call models come first, then the tier's own chain.
+    let plan = route(&p, &request(json!("hi"), vec![other_tool], None, 1000));
+    assert_eq!(ids(&plan), ["tools|caller", "p|middle", "q|middle-2"]);
+}
+
+#[test]
+fn explicit_models_win_and_bypass_keeps_the_requested_model() {
+    let p = profile("");
+    let req = |model: &str| {
+        anthropic(
+            json!({"model": model, "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}),
+        )
+    };
+    assert_eq!(
+        ids(&route(&p, &req("gpt-6.1-sol")))[0],
+        "q|mapped",
+        "model_map"
+    );
+    assert_eq!(
+        ids(&route(&p, &req("q|exact")))[0],
+        "q|exact",
+        "provider|model"
+    );
+    // The launcher's tier letters pass the tier's model with -m: `xx cipd` asks for it.
+    assert_eq!(
+        ids(&route(&p, &req("deepseek/deepseek-v4-flash")))[0],
+        "openrouter|deepseek/deepseek-v4-flash"
+    );
+    assert_eq!(
+        ids(&route(&p, &req("big")))[0],
+        "p|big",
+        "a model a provider lists"
+    );
+    let bypass = plan(&p, &req("claude-opus-5-5"), true, &providers()).unwrap();
+    assert_eq!(
+        bypass.candidates,
+        [Target {
+            provider: "openrouter".into(),
+            model: "claude-opus-5-5".into()
+        }]
+    );
+}
+
+#[test]
+fn candidates_whose_context_window_is_too_small_are_skipped() {
+    let p = profile("[tiers.tiny]\nmodel = \"p|small-window\"\ncascade = [\"p|big\"]\n");
+    let mut p = p;
+    p.default_tier = "tiny".into();
+    p.long_context_threshold = 1_000_000;
+    let request = anthropic(
+        json!({"model": "x", "max_tokens": 1000, "messages": [{"role": "user", "content": "w ".repeat(4000)}]}),
+    );
+    let plan = route(&p, &request);
+    assert_eq!(
+        ids(&plan),
+        ["p|big"],
+        "about 2000 tokens plus the 4096 reserve exceed 90% of 6000"
+    );
+    assert_eq!(
+        plan.too_small,
+        [Target {
+            provider: "p".into(),
+            model: "small-window".into()
+        }]
+    );
+    let short = anthropic(
+        json!({"model": "x", "max_tokens": 1000, "messages": [{"role": "user", "content": "hi"}]}),
+    );
+    assert_eq!(
+        ids(&route(&p, &short)),
+        ["p|small-window", "p|big"],
+        "a short request fits"
+    );
+}
+
+#[test]
+fn real_claude_code_requests_land_on_the_intended_tiers() {
+    let p = profile("");
+    let main: Value =
+        serde_json::from_str(include_str!("fixtures/claude_code_main_request.json")).unwrap();
+    let request = anthropic(main.clone());
+    assert_eq!(request.model, "claude-opus-5-5");
+    let plan = route(&p, &request);
+    // Adaptive thinking and 12 tools: the think scene sends the opus call to the big tier.
+    assert_eq!(plan.tier.as_deref(), Some("big"));
+    assert_eq!(ids(&plan)[0], "p|big");
+    // Its background calls use haiku with a small budget: the small tier.
+    let mut background = main;
+    background["model"] = json!("claude-haiku-4-5-20251001");
+    background["max_tokens"] = json!(512);
+    background.as_object_mut().unwrap().remove("thinking");
+    background.as_object_mut().unwrap().remove("tools");
+    let plan = route(&p, &anthropic(background));
+    assert_eq!(
+        (plan.scene, ids(&plan)),
+        (Some(Scene::Background), vec!["p|small".to_string()])
+    );
+}
