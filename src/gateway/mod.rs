@@ -29,20 +29,66 @@ use upstream::{Provider, Timeouts};
 
 /// Everything a request handler needs, shared by all requests.
 pub struct Gateway {
-    pub providers: BTreeMap<String, Provider>,
-    pub provider_configs: BTreeMap<String, ProviderConfig>,
-    pub profiles: route::Profiles,
+    /// Everything that comes from the config files; swapped whole on reload, so a request
+    /// in flight finishes on the snapshot it started with.
+    pub routing: arc_swap::ArcSwap<Routing>,
     pub client: reqwest::Client,
-    pub timeouts: Timeouts,
-    pub max_body: usize,
-    token: Option<String>,
-    allow: Vec<IpAddr>,
     started: Instant,
     pub stats: Stats,
     pub breakers: breaker::Breakers,
     pub keys: KeyPool,
+    paths: Paths,
+}
+
+/// The config-derived part of the gateway.
+pub struct Routing {
+    pub providers: BTreeMap<String, Provider>,
+    pub provider_configs: BTreeMap<String, ProviderConfig>,
+    pub profiles: route::Profiles,
+    pub timeouts: Timeouts,
+    pub max_body: usize,
     /// Extra tries of the same candidate after a transient fault.
     pub retries: u32,
+    token: Option<String>,
+    allow: Vec<IpAddr>,
+}
+
+impl Routing {
+    /// Read and check the config and profiles under `paths`.
+    pub fn load(paths: &Paths) -> Result<(Config, Routing), ConfigError> {
+        let config = Config::load(&paths.config_file())?;
+        let routing = Routing::from_config(&config, paths)?;
+        Ok((config, routing))
+    }
+
+    fn from_config(config: &Config, paths: &Paths) -> Result<Routing, ConfigError> {
+        let provider_configs = config.all_providers();
+        let mut providers = BTreeMap::new();
+        for (name, provider) in &provider_configs {
+            let ready = Provider::new(name, provider).map_err(|message| ConfigError::Invalid {
+                origin: paths.config_file().display().to_string(),
+                field: format!("providers.{name}"),
+                message,
+            })?;
+            providers.insert(name.clone(), ready);
+        }
+        let profiles = route::Profiles::load(&paths.user_profiles_dir())?;
+        profiles.check(&provider_configs)?;
+        Ok(Routing {
+            providers,
+            provider_configs,
+            profiles,
+            timeouts: Timeouts::from_config(&config.gateway),
+            max_body: config.gateway.max_body_bytes,
+            retries: config.gateway.retries,
+            token: config
+                .gateway
+                .token
+                .as_ref()
+                .map(|t| t.as_str().to_string()),
+            allow: config.gateway.allow.clone(),
+        })
+    }
 }
 
 /// Per-provider key health: a key that keeps getting 429s (or was told to wait) cools down.
@@ -170,31 +216,9 @@ impl Gateway {
     /// Build from the config and the profiles in `paths`; every reference is checked here so
     /// a mistake fails at start-up, not on the first request.
     pub fn new(config: &Config, paths: &Paths) -> Result<Gateway, ConfigError> {
-        let provider_configs = config.all_providers();
-        let mut providers = BTreeMap::new();
-        for (name, provider) in &provider_configs {
-            let ready = Provider::new(name, provider).map_err(|message| ConfigError::Invalid {
-                origin: paths.config_file().display().to_string(),
-                field: format!("providers.{name}"),
-                message,
-            })?;
-            providers.insert(name.clone(), ready);
-        }
-        let profiles = route::Profiles::load(&paths.user_profiles_dir())?;
-        profiles.check(&provider_configs)?;
         Ok(Gateway {
-            providers,
-            provider_configs,
-            profiles,
+            routing: arc_swap::ArcSwap::from_pointee(Routing::from_config(config, paths)?),
             client: upstream::client(&config.gateway),
-            timeouts: Timeouts::from_config(&config.gateway),
-            max_body: config.gateway.max_body_bytes,
-            token: config
-                .gateway
-                .token
-                .as_ref()
-                .map(|t| t.as_str().to_string()),
-            allow: config.gateway.allow.clone(),
             started: Instant::now(),
             stats: Stats::default(),
             breakers: breaker::Breakers::new(
@@ -206,8 +230,32 @@ impl Gateway {
                 Some(paths.state_dir.join("breakers.json")),
             ),
             keys: KeyPool::default(),
-            retries: config.gateway.retries,
+            paths: paths.clone(),
         })
+    }
+
+    /// Re-read the config and profiles. An invalid new config is rejected with its error and
+    /// the old one stays; requests in flight finish on the config they started with.
+    pub fn reload(&self) -> Result<(), ConfigError> {
+        let (_, routing) = Routing::load(&self.paths)?;
+        self.routing.store(Arc::new(routing));
+        Ok(())
+    }
+
+    /// When the config file or a profile last changed, for the file watcher.
+    pub fn config_stamp(&self) -> Vec<(std::path::PathBuf, Option<std::time::SystemTime>)> {
+        let mut files = vec![self.paths.config_file()];
+        if let Ok(entries) = std::fs::read_dir(self.paths.user_profiles_dir()) {
+            files.extend(entries.flatten().map(|e| e.path()));
+        }
+        files.sort();
+        files
+            .into_iter()
+            .map(|f| {
+                let modified = std::fs::metadata(&f).and_then(|m| m.modified()).ok();
+                (f, modified)
+            })
+            .collect()
     }
 
     /// Loopback clients are always let in; others must be allowed and present the token.
@@ -220,7 +268,8 @@ impl Gateway {
         if peer.ip().is_loopback() {
             return Ok(());
         }
-        if !self.allow.contains(&peer.ip()) {
+        let routing = self.routing.load();
+        if !routing.allow.contains(&peer.ip()) {
             return Err(ApiError::new(
                 ErrorKind::Permission,
                 format!("{} is not in gateway.allow", peer.ip()),
@@ -244,7 +293,7 @@ impl Gateway {
                         .find_map(|kv| kv.strip_prefix("key=").map(str::to_string))
                 })
             });
-        match (&self.token, presented) {
+        match (&routing.token, presented) {
             (Some(token), Some(presented)) if *token == presented => Ok(()),
             _ => Err(ApiError::new(
                 ErrorKind::Authentication,
@@ -266,11 +315,12 @@ impl Gateway {
     /// The models this gateway can route to by name, in the caller's listing shape.
     pub fn model_list(&self, protocol: Protocol) -> Value {
         let mut ids: Vec<String> = Vec::new();
-        for (_, profile) in self.profiles.iter() {
+        let routing = self.routing.load();
+        for (_, profile) in routing.profiles.iter() {
             ids.extend(profile.model_map.keys().cloned());
             ids.extend(profile.tiers.values().map(|t| t.model.clone()));
         }
-        for (name, provider) in &self.provider_configs {
+        for (name, provider) in &routing.provider_configs {
             ids.extend(provider.models.keys().map(|m| format!("{name}|{m}")));
         }
         ids.sort();
@@ -393,11 +443,38 @@ pub fn run_foreground(paths: &Paths, listen: Option<&str>) -> Result<i32, Error>
             )
         })?;
         tracing::info!(%addr, "clutch gateway listening");
+        tokio::spawn(watch_for_reload(gateway.clone()));
         serve(gateway, listener, shutdown_signal())
             .await
             .map_err(|e| Error::io("the gateway stopped", e))
     })?;
     Ok(0)
+}
+
+/// Reload on SIGHUP and when the config file or a profile changes (checked every second).
+async fn watch_for_reload(gateway: Arc<Gateway>) {
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut stamp = gateway.config_stamp();
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        let reason = tokio::select! {
+            Some(()) = async { match hangup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => "SIGHUP",
+            _ = tick.tick() => {
+                let now = gateway.config_stamp();
+                if now == stamp {
+                    continue;
+                }
+                stamp = now;
+                "a config file changed"
+            }
+        };
+        match gateway.reload() {
+            Ok(()) => tracing::info!(reason, "config reloaded"),
+            Err(err) => {
+                tracing::warn!(reason, error = %err, "config reload rejected; the previous config stays in force")
+            }
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -96,6 +96,13 @@ pub async fn handle(
     let profile = profile.map(str::to_string);
     match (&method, rest.as_str()) {
         (&Method::GET | &Method::HEAD, "/health" | "/") => json_response(200, &gateway.health()),
+        (&Method::POST, "/api/reload") => match gateway.reload() {
+            Ok(()) => json_response(200, &json!({"reloaded": true})),
+            Err(err) => error_response(
+                Protocol::Chat,
+                &ApiError::invalid(format!("reload rejected, the previous config stays: {err}")),
+            ),
+        },
         (&Method::GET, "/api/breakers") => {
             json_response(200, &gateway.breakers.to_json(breaker::now_ms()))
         }
@@ -231,7 +238,7 @@ fn not_found(protocol: Protocol, method: &Method, path: &str) -> Response {
 
 /// The body, or a 413 in the caller's shape when it is larger than allowed.
 async fn read_body(gateway: &Gateway, protocol: Protocol, body: Body) -> Result<Bytes, Response> {
-    let limit = gateway.max_body;
+    let limit = gateway.routing.load().max_body;
     let too_large = || {
         error_response(
             protocol,
@@ -291,17 +298,18 @@ async fn model_call(
     {
         return json_response(200, &answer);
     }
-    let (profile_name, profile_spec) = match gateway.profiles.get(profile.as_deref()) {
+    let routing = gateway.routing.load_full();
+    let (profile_name, profile_spec) = match routing.profiles.get(profile.as_deref()) {
         Ok(found) => found,
         Err(error) => return error_response(protocol, &error),
     };
     let bypass = profile.as_deref().is_some_and(|p| p.ends_with("-bypass"));
-    let plan = match route::plan(profile_spec, &request, bypass, &gateway.provider_configs) {
+    let plan = match route::plan(profile_spec, &request, bypass, &routing.provider_configs) {
         Ok(plan) => plan,
         Err(error) => return error_response(protocol, &error),
     };
     let (response, served_by) = cascade(
-        gateway, protocol, stream, &plan, &request, body, query, headers,
+        gateway, &routing, protocol, stream, &plan, &request, body, query, headers,
     )
     .await;
     let ok = response.status().is_success();
@@ -341,6 +349,7 @@ async fn model_call(
 #[allow(clippy::too_many_arguments)]
 async fn cascade(
     gateway: &Arc<Gateway>,
+    routing: &super::Routing,
     protocol: Protocol,
     stream: bool,
     plan: &route::Plan,
@@ -354,7 +363,7 @@ async fn cascade(
     let mut all_rate_limited = true;
     for target in &plan.candidates {
         let id = format!("{}|{}", target.provider, target.model);
-        let Some(provider) = gateway.providers.get(&target.provider) else {
+        let Some(provider) = routing.providers.get(&target.provider) else {
             attempts.push(format!("{id}: provider not configured"));
             continue;
         };
@@ -380,7 +389,7 @@ async fn cascade(
                 continue;
             }
         };
-        let mut retries = gateway.retries;
+        let mut retries = routing.retries;
         loop {
             let call = Call {
                 gateway: gateway.clone(),
@@ -388,7 +397,7 @@ async fn cascade(
                 provider: provider.clone(),
                 model: target.model.clone(),
                 stream,
-                timeouts: gateway.timeouts,
+                timeouts: routing.timeouts,
                 key: key.map(|k| provider.keys[k].clone()),
             };
             let outcome = if provider.format == protocol {
