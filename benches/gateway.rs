@@ -22,7 +22,23 @@ const STREAM_REQUESTS: usize = 800;
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("fake") {
-        fake_upstream(args[2].parse().expect("port"));
+        fake_upstream(
+            args[2].parse().expect("port"),
+            args.get(3).map_or("ok", String::as_str),
+        );
+        return;
+    }
+    if args.iter().any(|a| a == "soak" || a == "failover") {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        if args.iter().any(|a| a == "soak") {
+            runtime.block_on(soak::run());
+        } else {
+            runtime.block_on(soak::failover());
+        }
         return;
     }
     // `load URL small|agent CONCURRENCY SECONDS`: drive one target (for profiling).
@@ -616,7 +632,15 @@ fn agent_request_chat(anthropic: &[u8]) -> Vec<u8> {
 }
 
 /// The fast fake upstream: a small chat completion, or 20 chunks when asked to stream.
-fn fake_upstream(port: u16) {
+/// `mode`: `ok`; `fail` (every answer is a 500); `faults:<rate>` (that share of answers is a
+/// random fault of every kind: 429, 500, 502, 503, 529, empty 200, malformed body, a stream
+/// cut after one event, slow headers).
+fn fake_upstream(port: u16, mode: &str) {
+    let fault_rate: f64 = mode
+        .strip_prefix("faults:")
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(0.0);
+    let always_fail = mode == "fail";
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -635,20 +659,47 @@ fn fake_upstream(port: u16) {
                     "choices": [{"index": 0, "delta": {"content": format!("word{i} ")}, "finish_reason": null}]})
             ));
         }
+        let cut = stream[..stream.find("\n\n").unwrap() + 2].to_string();
         stream.push_str(&format!("data: {}\n\n", json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "fast",
             "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], "usage": {"prompt_tokens": 9000, "completion_tokens": 40, "total_tokens": 9040}})));
         stream.push_str("data: [DONE]\n\n");
         let small = Arc::new(small);
         let stream = Arc::new(stream);
+        let cut = Arc::new(cut);
+        let seed = Arc::new(std::sync::atomic::AtomicU64::new(0x9E37_79B9_7F4A_7C15 ^ u64::from(port)));
         let app = axum::Router::new()
             .route("/health", axum::routing::get(|| async { "ok" }))
             .fallback(move |body: axum::body::Bytes| {
-                let small = small.clone();
-                let stream = stream.clone();
+                let (small, stream, cut, seed) = (small.clone(), stream.clone(), cut.clone(), seed.clone());
                 async move {
                     let wants_stream = memchr_stream(&body);
-                    let (content_type, text) = if wants_stream { ("text/event-stream", (*stream).clone()) } else { ("application/json", (*small).clone()) };
-                    axum::response::Response::builder().header("content-type", content_type).body(axum::body::Body::from(text)).unwrap()
+                    let respond = |status: u16, content_type: &str, text: String| {
+                        axum::response::Response::builder().status(status).header("content-type", content_type).body(axum::body::Body::from(text)).unwrap()
+                    };
+                    let roll = next_random(&seed);
+                    if always_fail || roll < fault_rate {
+                        let kind = if always_fail { 1 } else { (next_random(&seed) * 9.0) as u32 };
+                        let error = |code: u16| respond(code, "application/json", json!({"error": {"message": format!("injected {code}")}}).to_string());
+                        return match kind {
+                            0 => {
+                                let mut r = error(429);
+                                r.headers_mut().insert("retry-after", axum::http::HeaderValue::from_static("1"));
+                                r
+                            }
+                            1 => error(500),
+                            2 => error(502),
+                            3 => error(503),
+                            4 => error(529),
+                            5 => respond(200, if wants_stream { "text/event-stream" } else { "application/json" }, String::new()),
+                            6 => respond(200, if wants_stream { "text/event-stream" } else { "application/json" }, if wants_stream { "data: {broken\n\n".into() } else { "{\"choices\": [".into() }),
+                            7 if wants_stream => respond(200, "text/event-stream", (*cut).clone()),
+                            _ => {
+                                tokio::time::sleep(Duration::from_millis(50)).await;
+                                respond(200, "application/json", (*small).clone())
+                            }
+                        };
+                    }
+                    if wants_stream { respond(200, "text/event-stream", (*stream).clone()) } else { respond(200, "application/json", (*small).clone()) }
                 }
             });
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
@@ -656,6 +707,19 @@ fn fake_upstream(port: u16) {
     });
 }
 
+/// xorshift: enough randomness to choose faults, shared by all requests.
+fn next_random(state: &std::sync::atomic::AtomicU64) -> f64 {
+    let mut x = state.load(std::sync::atomic::Ordering::Relaxed);
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    state.store(x, std::sync::atomic::Ordering::Relaxed);
+    (x >> 11) as f64 / (1u64 << 53) as f64
+}
+
 fn memchr_stream(body: &[u8]) -> bool {
     body.windows(13).any(|w| w == b"\"stream\":true")
 }
+
+#[path = "gateway/soak.rs"]
+mod soak;

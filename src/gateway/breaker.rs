@@ -151,6 +151,7 @@ impl Breakers {
         breaker.consecutive_failures = 0;
         breaker.trips = 0;
         breaker.probing = false;
+        breaker.open_until_ms = 0;
         if changed {
             let snapshot = breakers.clone();
             self.save(&snapshot);
@@ -203,7 +204,7 @@ impl Breakers {
             .iter()
             .map(|(id, b)| {
                 json!({"id": id, "state": b.state, "consecutive_failures": b.consecutive_failures, "trips": b.trips,
-                    "cooldown_remaining_s": b.open_until_ms.saturating_sub(now) as f64 / 1000.0,
+                    "cooldown_remaining_s": if b.state == State::Open { b.open_until_ms.saturating_sub(now) as f64 / 1000.0 } else { 0.0 },
                     "total_failures": b.total_failures, "total_successes": b.total_successes,
                     "soft_failures": b.soft_failures, "last_error": b.last_error})
             })
