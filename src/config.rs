@@ -139,6 +139,52 @@ pub struct Config {
     /// External services the supervisor runs after the gateway.
     #[serde(default)]
     pub services: Vec<ServiceConfig>,
+    /// Rate limits and budgets the gateway enforces.
+    #[serde(default)]
+    pub quotas: Quotas,
+}
+
+/// Limits; zero or absent means no limit.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Quotas {
+    /// Largest estimated prompt (tokens) one request may send.
+    #[serde(default)]
+    pub request_tokens: u64,
+    /// Tokens (prompt plus answer) per UTC day, over all providers.
+    #[serde(default)]
+    pub daily_tokens: u64,
+    /// US dollars per UTC day, over all providers (needs model prices).
+    #[serde(default)]
+    pub daily_cost_usd: f64,
+    /// Per provider name.
+    #[serde(default)]
+    pub providers: BTreeMap<String, ProviderQuota>,
+    /// Per `provider|model`.
+    #[serde(default)]
+    pub models: BTreeMap<String, ModelQuota>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderQuota {
+    #[serde(default)]
+    pub daily_tokens: u64,
+    #[serde(default)]
+    pub daily_cost_usd: f64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelQuota {
+    pub requests_per_minute: u32,
+    /// Seconds the model is left alone after it hit its limit.
+    #[serde(default = "default_quota_cooldown")]
+    pub cooldown_secs: u64,
+}
+
+fn default_quota_cooldown() -> u64 {
+    60
 }
 
 /// An external sidecar service (a compression proxy, say).
@@ -223,6 +269,12 @@ pub struct ModelInfo {
     /// Tokens of context the model accepts.
     #[serde(default)]
     pub context_window: Option<u64>,
+    /// US dollars per million prompt tokens.
+    #[serde(default)]
+    pub input_price: f64,
+    /// US dollars per million answer tokens.
+    #[serde(default)]
+    pub output_price: f64,
 }
 
 /// Where the gateway is and how agents authenticate to it.
@@ -455,6 +507,20 @@ impl Config {
                 return Err(invalid(
                     format!("services[{i}].command"),
                     "needs at least the program".into(),
+                ));
+            }
+        }
+        for (id, quota) in &self.quotas.models {
+            if !id.contains('|') {
+                return Err(invalid(
+                    format!("quotas.models.\"{id}\""),
+                    "must be `provider|model`".into(),
+                ));
+            }
+            if quota.requests_per_minute == 0 {
+                return Err(invalid(
+                    format!("quotas.models.\"{id}\".requests_per_minute"),
+                    "must be at least 1 (remove the entry for no limit)".into(),
                 ));
             }
         }

@@ -263,6 +263,9 @@ impl Call {
         };
         if !self.stream {
             let body = self.whole_body(response).await?;
+            if let Ok(answer) = proto::decode_response(protocol, &body) {
+                self.record_usage(&answer.usage);
+            }
             return Ok(Response::builder()
                 .status(200)
                 .header("content-type", "application/json")
@@ -280,8 +283,10 @@ impl Call {
             Ok(None) => return Err(Failure::new(self.empty(), Class::Soft)),
             Ok(Some(event)) => event,
         };
-        if let Err(error) = decoder.event(&first) {
-            return Err(Failure::from_event(error));
+        let mut usage = ir::Usage::default();
+        match decoder.event(&first) {
+            Err(error) => return Err(Failure::from_event(error)),
+            Ok(events) => track_usage(&mut usage, &events),
         }
         Ok(stream_response(move |tx| async move {
             if tx.send(Ok(first.raw)).await.is_err() {
@@ -294,9 +299,12 @@ impl Call {
                 };
                 match next {
                     Ok(Some(event)) => {
-                        if let Err(error) = decoder.event(&event) {
-                            send_all(&tx, proto::stream_error(protocol, &error)).await;
-                            return;
+                        match decoder.event(&event) {
+                            Err(error) => {
+                                send_all(&tx, proto::stream_error(protocol, &error)).await;
+                                return;
+                            }
+                            Ok(events) => track_usage(&mut usage, &events),
                         }
                         if tx.send(Ok(event.raw)).await.is_err() {
                             return;
@@ -304,6 +312,7 @@ impl Call {
                     }
                     Ok(None) => {
                         let _ = decoder.finish();
+                        self.record_usage(&usage);
                         if !decoder.complete() {
                             let error = early_end(&self.provider);
                             send_all(&tx, proto::stream_error(protocol, &error)).await;
@@ -333,6 +342,7 @@ impl Call {
             let body = self.whole_body(response).await?;
             let answer = proto::decode_response(self.provider.format, &body)
                 .map_err(|error| Failure::new(self.named(error), Class::Retryable))?;
+            self.record_usage(&answer.usage);
             if let Some(why) = soft_failure(request, &answer) {
                 return Err(Failure::new(
                     ApiError::upstream(format!("provider `{}` {why}", self.provider.name)),
@@ -381,6 +391,8 @@ impl Call {
             }
         }
         Ok(stream_response(move |tx| async move {
+            let mut usage = ir::Usage::default();
+            track_usage(&mut usage, &pending);
             for event in &pending {
                 if !send_all(&tx, encoder.event(event)).await {
                     return;
@@ -394,6 +406,7 @@ impl Call {
                 match next {
                     Ok(Some(event)) => match decoder.event(&event) {
                         Ok(events) => {
+                            track_usage(&mut usage, &events);
                             for event in &events {
                                 if !send_all(&tx, encoder.event(event)).await {
                                     return;
@@ -406,6 +419,7 @@ impl Call {
                         }
                     },
                     Ok(None) => {
+                        self.record_usage(&usage);
                         for event in &decoder.finish() {
                             send_all(&tx, encoder.event(event)).await;
                         }
@@ -421,6 +435,17 @@ impl Call {
                 }
             }
         }))
+    }
+
+    /// Count a completed answer against today's budgets.
+    fn record_usage(&self, usage: &ir::Usage) {
+        let routing = self.gateway.routing.load();
+        self.gateway.ledger.record(
+            &self.provider.name,
+            &self.model,
+            usage,
+            &routing.provider_configs,
+        );
     }
 
     /// Prefix an upstream's own error message with the provider's name.
@@ -473,6 +498,14 @@ impl Call {
         Ok(stream_response(move |tx| async move {
             send_all(&tx, frames).await;
         }))
+    }
+}
+
+fn track_usage(usage: &mut ir::Usage, events: &[StreamEvent]) {
+    for event in events {
+        if let StreamEvent::Usage(u) = event {
+            usage.merge(u);
+        }
     }
 }
 

@@ -6,6 +6,7 @@ pub mod breaker;
 pub mod call;
 pub mod ir;
 pub mod proto;
+pub mod quota;
 pub mod route;
 pub mod server;
 pub mod sse;
@@ -37,6 +38,8 @@ pub struct Gateway {
     pub stats: Stats,
     pub breakers: breaker::Breakers,
     pub keys: KeyPool,
+    /// Today's usage, for the daily budgets.
+    pub ledger: quota::Ledger,
     paths: Paths,
 }
 
@@ -51,6 +54,7 @@ pub struct Routing {
     pub retries: u32,
     token: Option<String>,
     allow: Vec<IpAddr>,
+    pub limits: quota::Limits,
 }
 
 impl Routing {
@@ -87,6 +91,7 @@ impl Routing {
                 .as_ref()
                 .map(|t| t.as_str().to_string()),
             allow: config.gateway.allow.clone(),
+            limits: quota::Limits::new(&config.quotas),
         })
     }
 }
@@ -230,6 +235,7 @@ impl Gateway {
                 Some(paths.state_dir.join("breakers.json")),
             ),
             keys: KeyPool::default(),
+            ledger: quota::Ledger::default(),
             paths: paths.clone(),
         })
     }

@@ -106,6 +106,7 @@ pub async fn handle(
         (&Method::GET, "/api/breakers") => {
             json_response(200, &gateway.breakers.to_json(breaker::now_ms()))
         }
+        (&Method::GET, "/api/usage") => json_response(200, &gateway.ledger.to_json()),
         (&Method::GET, "/api/keys") => json_response(200, &gateway.keys.to_json(breaker::now_ms())),
         (&Method::POST, path) if path.starts_with("/api/breakers/") && path.ends_with("/reset") => {
             let id = &path["/api/breakers/".len()..path.len() - "/reset".len()];
@@ -299,6 +300,12 @@ async fn model_call(
         return json_response(200, &answer);
     }
     let routing = gateway.routing.load_full();
+    if let Err(error) = routing
+        .limits
+        .admit(request.estimate_tokens(), &gateway.ledger)
+    {
+        return error_response(protocol, &error);
+    }
     let (profile_name, profile_spec) = match routing.profiles.get(profile.as_deref()) {
         Ok(found) => found,
         Err(error) => return error_response(protocol, &error),
@@ -361,12 +368,22 @@ async fn cascade(
     let mut attempts: Vec<String> = Vec::new();
     let mut last: Option<ApiError> = None;
     let mut all_rate_limited = true;
+    let mut quota_skips: Vec<String> = Vec::new();
     for target in &plan.candidates {
         let id = format!("{}|{}", target.provider, target.model);
         let Some(provider) = routing.providers.get(&target.provider) else {
             attempts.push(format!("{id}: provider not configured"));
             continue;
         };
+        if let Err(reason) =
+            routing
+                .limits
+                .take(&provider.name, &id, breaker::now_ms(), &gateway.ledger)
+        {
+            attempts.push(format!("{id}: skipped, {reason}"));
+            quota_skips.push(reason);
+            continue;
+        }
         if !gateway.breakers.allow(&id, breaker::now_ms()) {
             attempts.push(format!("{id}: skipped, its circuit breaker is open"));
             continue;
@@ -465,6 +482,12 @@ async fn cascade(
                 }
             }
         }
+    }
+    if last.is_none() && !quota_skips.is_empty() && quota_skips.len() == attempts.len() {
+        return (
+            error_response(protocol, &super::quota::Limits::exhausted(&quota_skips)),
+            None,
+        );
     }
     let mut error = last.unwrap_or_else(|| ApiError::upstream("no candidate could be tried"));
     if !all_rate_limited && error.status == 429 {

@@ -27,6 +27,7 @@ const CRASH_WINDOW: Duration = Duration::from_secs(60);
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const STOP_GRACE: Duration = Duration::from_secs(5);
+const PORTLESS_SETTLE: Duration = Duration::from_millis(500);
 const LOG_MAX_BYTES: u64 = 5 * 1024 * 1024;
 const LOG_KEEP: usize = 3;
 
@@ -136,9 +137,10 @@ pub fn run(paths: &Paths, services: Vec<Service>) -> Result<i32, Error> {
         let log = RotatingLog::open(log_path.clone())
             .map_err(|e| Error::io(format!("cannot open {}", log_path.display()), e))?;
         supervisor.services.push(Running {
+            // Every service is on its way up until the supervisor reaches it.
             state: ServiceState {
                 name: service.name.clone(),
-                state: Phase::Stopped,
+                state: Phase::Starting,
                 pid: None,
                 pid_start: None,
                 port: service.port,
@@ -279,14 +281,16 @@ impl Supervisor {
     /// Wait until the service answers its health check (or has no port), handling events
     /// that arrive meanwhile.
     fn wait_healthy(&mut self, index: usize, rx: &Receiver<Event>) {
-        let deadline = Instant::now() + self.services[index].service.start_timeout;
+        let started = Instant::now();
+        let deadline = started + self.services[index].service.start_timeout;
         loop {
             let running = &self.services[index];
             if running.state.state != Phase::Starting {
                 return;
             }
             let healthy = match running.service.port {
-                None => true,
+                // Without a health check, a service is up once it has stayed alive a moment.
+                None => started.elapsed() >= PORTLESS_SETTLE,
                 Some(port) => health(
                     &format!("http://127.0.0.1:{port}{}", running.service.health_path),
                     Duration::from_millis(200),
@@ -308,21 +312,21 @@ impl Supervisor {
                 return;
             }
             if let Ok(event) = rx.recv_timeout(Duration::from_millis(10)) {
-                self.handle(event);
+                self.handle(event, rx);
             }
         }
     }
 
     fn serve(&mut self, rx: &Receiver<Event>) {
         while let Ok(event) = rx.recv() {
-            if !self.handle(event) {
+            if !self.handle(event, rx) {
                 return;
             }
         }
     }
 
     /// Returns false when the supervisor should exit.
-    fn handle(&mut self, event: Event) -> bool {
+    fn handle(&mut self, event: Event, rx: &Receiver<Event>) -> bool {
         match event {
             Event::Signal(signal) if signal == signal_hook::consts::SIGUSR1 => {
                 self.take_restart_requests()
@@ -337,7 +341,7 @@ impl Supervisor {
                     && self.services[index].state.state == Phase::Backoff
                 {
                     self.start(index);
-                    self.wait_healthy(index, &mpsc::channel().1);
+                    self.wait_healthy(index, rx);
                 }
             }
             Event::Exited { name, pid, how } => {
