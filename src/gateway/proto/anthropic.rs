@@ -602,22 +602,14 @@ enum Block {
     Thinking,
 }
 
-/// A tool call waiting to be sent: Anthropic cannot interleave blocks, so calls are sent
-/// whole, in order, once they are complete.
-struct PendingTool {
-    index: usize,
-    id: String,
-    name: String,
-    arguments: String,
-}
-
 /// IR -> Anthropic SSE for the client.
 #[derive(Default)]
 pub struct Encoder {
     started: bool,
     open: Option<Block>,
     next_index: usize,
-    tools: Vec<PendingTool>,
+    /// Anthropic cannot interleave blocks: calls are sent whole, in order, once complete.
+    tools: super::PendingCalls,
     usage: Usage,
     id: String,
     model: String,
@@ -671,7 +663,7 @@ impl Encoder {
             return;
         }
         self.close_open(out);
-        for tool in std::mem::take(&mut self.tools) {
+        for tool in self.tools.take() {
             let index = self.next_index;
             out.push(Self::frame("content_block_start", json!({"type": "content_block_start", "index": index,
                 "content_block": {"type": "tool_use", "id": tool.id, "name": tool.name, "input": {}}})));
@@ -737,17 +729,10 @@ impl StreamEncoder for Encoder {
             } => {
                 self.ensure_started(&mut out);
                 self.close_open(&mut out);
-                self.tools.push(PendingTool {
-                    index: *index,
-                    id: id.clone(),
-                    name: name.clone(),
-                    arguments: String::new(),
-                });
+                self.tools.start(*index, id, name);
             }
             StreamEvent::ToolCallDelta { index, arguments } => {
-                if let Some(tool) = self.tools.iter_mut().rev().find(|t| t.index == *index) {
-                    tool.arguments.push_str(arguments);
-                }
+                self.tools.append(*index, arguments);
             }
             StreamEvent::Stop(stop) => {
                 self.ensure_started(&mut out);

@@ -559,19 +559,12 @@ impl StreamDecoder for Decoder {
     }
 }
 
-struct PendingCall {
-    index: usize,
-    id: String,
-    name: String,
-    arguments: String,
-}
-
 /// IR -> Gemini SSE for the client. Calls are sent whole: Gemini has no argument deltas.
 #[derive(Default)]
 pub struct Encoder {
     model: String,
     id: String,
-    calls: Vec<PendingCall>,
+    calls: super::PendingCalls,
     usage: Usage,
     done: bool,
 }
@@ -592,7 +585,9 @@ impl Encoder {
         if self.calls.is_empty() {
             return;
         }
-        let parts: Vec<Value> = std::mem::take(&mut self.calls)
+        let parts: Vec<Value> = self
+            .calls
+            .take()
             .into_iter()
             .map(|c| json!({"functionCall": {"id": c.id, "name": c.name, "args": arguments_object(&c.arguments)}}))
             .collect();
@@ -628,16 +623,9 @@ impl StreamEncoder for Encoder {
             }
             StreamEvent::ToolCallStart {
                 index, id, name, ..
-            } => self.calls.push(PendingCall {
-                index: *index,
-                id: id.clone(),
-                name: name.clone(),
-                arguments: String::new(),
-            }),
+            } => self.calls.start(*index, id, name),
             StreamEvent::ToolCallDelta { index, arguments } => {
-                if let Some(call) = self.calls.iter_mut().rev().find(|c| c.index == *index) {
-                    call.arguments.push_str(arguments);
-                }
+                self.calls.append(*index, arguments);
             }
             StreamEvent::Stop(stop) => {
                 self.flush_calls(&mut out);

@@ -34,6 +34,47 @@ pub trait StreamEncoder: Send {
     fn error(&mut self, error: &ApiError) -> Vec<Bytes>;
 }
 
+/// Tool calls held back until they are complete, for clients whose protocol cannot stream
+/// them interleaved (Anthropic) or at all (Gemini).
+#[derive(Debug, Default)]
+pub struct PendingCalls {
+    calls: Vec<PendingCall>,
+}
+
+#[derive(Debug)]
+pub struct PendingCall {
+    pub index: usize,
+    pub id: String,
+    pub name: String,
+    pub arguments: String,
+}
+
+impl PendingCalls {
+    pub fn start(&mut self, index: usize, id: &str, name: &str) {
+        self.calls.push(PendingCall {
+            index,
+            id: id.to_string(),
+            name: name.to_string(),
+            arguments: String::new(),
+        });
+    }
+
+    /// Arguments for the latest call with the upstream's `index`.
+    pub fn append(&mut self, index: usize, arguments: &str) {
+        if let Some(call) = self.calls.iter_mut().rev().find(|c| c.index == index) {
+            call.arguments.push_str(arguments);
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.calls.is_empty()
+    }
+
+    pub fn take(&mut self) -> Vec<PendingCall> {
+        std::mem::take(&mut self.calls)
+    }
+}
+
 /// Decode a client request body.
 pub fn decode_request(
     protocol: Protocol,
