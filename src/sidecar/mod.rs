@@ -171,6 +171,28 @@ pub fn ensure_gateway(paths: &Paths, config: &Config) -> Result<(), Error> {
             config.gateway.url.as_str()
         )));
     }
+    let is_local = reqwest::Url::parse(config.gateway.url.as_str())
+        .ok()
+        .and_then(|u| {
+            let host = u
+                .host_str()?
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string();
+            Some(
+                host == "localhost"
+                    || host
+                        .parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback()),
+            )
+        })
+        .unwrap_or(false);
+    if !is_local {
+        return Err(Error::Usage(format!(
+            "the gateway at {} does not answer; clutch only starts a gateway on this machine, so start that one,              or point gateway.url at a local address",
+            config.gateway.url.as_str()
+        )));
+    }
     let port = crate::gateway::listen_address(config, None)?.port();
     if let Some(holder) = state::listener_pid(port)
         && state::read_pid(&state::pid_file(paths, "gateway")).is_none_or(|r| r.pid != holder)
