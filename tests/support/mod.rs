@@ -82,6 +82,12 @@ impl Clutch {
             .env("TERM", "dumb")
             .env("LANG", "C.UTF-8")
             .env("NO_COLOR", "1")
+            // The agents' own telemetry and update checks stay off: tests talk to loopback only.
+            .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
+            .env("DISABLE_TELEMETRY", "1")
+            .env("OPENCODE_DISABLE_MODELS_FETCH", "1")
+            .env("OPENCODE_DISABLE_AUTOUPDATE", "1")
+            .env("PI_OFFLINE", "1")
             .current_dir(self.workdir.path());
         Run {
             command,
