@@ -56,6 +56,10 @@ pub fn run_xx(args: XxArgs) -> Result<i32, Error> {
             print!("{}", shell::init_script(shell));
             Ok(0)
         }
+        Some(XxCommand::Ls) => crate::session::client::ls(&paths),
+        Some(XxCommand::Attach { name }) => crate::session::client::attach(&paths, name.as_deref()),
+        Some(XxCommand::Kill { name }) => crate::session::client::kill(&paths, &name),
+        Some(XxCommand::Peek { name }) => crate::session::client::peek(&paths, &name),
         Some(XxCommand::Gateway { listen }) => {
             crate::gateway::run_foreground(&paths, listen.as_deref())
         }
@@ -119,6 +123,12 @@ fn launch_agent(args: LaunchArgs, paths: &Paths) -> Result<i32, Error> {
     let program = launch::find_program(spec)?;
     if plan.gateway.is_some() {
         crate::sidecar::ensure_gateway(paths, &config)?;
+    }
+    // Interactive launches on a terminal run in a session that outlives this terminal.
+    let on_terminal = std::io::IsTerminal::is_terminal(&std::io::stdin())
+        && std::io::IsTerminal::is_terminal(&std::io::stdout());
+    if config.launcher.guard && !args.no_guard && !plan.headless && on_terminal {
+        return crate::session::client::launch(paths, &plan, &program);
     }
     Err(launch::exec(&plan, &program))
 }

@@ -91,6 +91,14 @@ pub enum XxCommand {
         #[command(subcommand)]
         command: ShellCommand,
     },
+    /// List sessions: name, agent, state (attached, detached, exited), age, exit code, cwd.
+    Ls,
+    /// Attach to a session (the most recent detached one without a name). Ctrl-] detaches.
+    Attach { name: Option<String> },
+    /// End a session's agent.
+    Kill { name: String },
+    /// Print a session's current screen as text.
+    Peek { name: String },
     /// Run the gateway in the foreground (Ctrl-C stops it).
     Gateway {
         /// Address to listen on instead of the one in gateway.url.

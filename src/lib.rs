@@ -14,6 +14,7 @@ pub mod gateway;
 pub mod inventory;
 pub mod launch;
 pub mod paths;
+pub mod session;
 pub mod shell;
 pub mod sidecar;
 

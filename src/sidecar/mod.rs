@@ -100,6 +100,10 @@ pub fn hidden_entry() -> Option<Result<i32, Error>> {
             supervisor::run(&paths, services(&config, &exe)?)
         })()),
         "__gateway" => Some(crate::gateway::run_foreground(&paths, None)),
+        "__hold" => Some(match std::env::args().nth(2) {
+            Some(name) => crate::session::holder::run(&paths, &name),
+            None => Err(Error::Usage("__hold needs a session name".into())),
+        }),
         _ => None,
     }
 }

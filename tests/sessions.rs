@@ -1,0 +1,225 @@
+//! Sessions, with tmux as the outer terminal and a stand-in agent that reports its terminal
+//! size and echoes what it reads: the agent survives its attach client being SIGKILLed,
+//! a reattach redraws the screen, resizes reach the agent, the detach key detaches, `xx ls`
+//! and `xx peek` tell the truth, and `xx` exits with the agent's exit code.
+
+mod support;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use support::Clutch;
+
+const STANDIN: &str = r#"#!/bin/sh
+trap 'echo "SIZE $(stty size)"' WINCH
+echo "READY $(stty size)"
+while true; do
+  if read line; then
+    echo "got: $line"
+    [ "$line" = quit ] && exit 7
+  fi
+done
+"#;
+
+struct Tmux {
+    socket: String,
+    env: String,
+}
+
+impl Tmux {
+    fn run(&self, args: &[&str]) -> String {
+        let out = Command::new("tmux")
+            .arg("-L")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .expect("tmux");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// A window running `command` (exec'd, so the pane's pid is xx's).
+    fn window(&self, name: &str, command: &str) {
+        self.run(&[
+            "new-window",
+            "-d",
+            "-n",
+            name,
+            &format!("exec env {} {command}", self.env),
+        ]);
+    }
+
+    fn screen(&self, window: &str) -> String {
+        self.run(&["capture-pane", "-p", "-t", &format!(":{window}")])
+    }
+
+    fn wait_for(&self, window: &str, text: &str) -> String {
+        let started = Instant::now();
+        loop {
+            let screen = self.screen(window);
+            if screen.contains(text) {
+                return screen;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(15),
+                "window {window} never showed {text:?}:\n{screen}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn pane_pid(&self, window: &str) -> i32 {
+        self.run(&[
+            "display-message",
+            "-p",
+            "-t",
+            &format!(":{window}"),
+            "#{pane_pid}",
+        ])
+        .trim()
+        .parse()
+        .unwrap()
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        self.run(&["kill-server"]);
+    }
+}
+
+fn state_of(clutch: &Clutch, name: &str) -> String {
+    let out = clutch.xx(&["ls"]).output();
+    out.stdout
+        .lines()
+        .find(|l| l.starts_with(name))
+        .map(|l| l.split_whitespace().nth(2).unwrap_or("").to_string())
+        .unwrap_or_default()
+}
+
+fn wait_state(clutch: &Clutch, name: &str, state: &str) {
+    let started = Instant::now();
+    while state_of(clutch, name) != state {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{name} never became {state}: {}",
+            clutch.xx(&["ls"]).output().stdout
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_session_outlives_its_terminal_and_comes_back_as_it_was() {
+    if which::which("tmux").is_err() {
+        assert!(
+            std::env::var("CLUTCH_REQUIRE_AGENTS").is_err(),
+            "tmux is needed; .ci/run installs it"
+        );
+        eprintln!("skipped: tmux is not installed");
+        return;
+    }
+    let clutch = Clutch::new();
+    let bin = clutch.workdir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::write(bin.join("standin"), STANDIN).unwrap();
+    std::fs::set_permissions(
+        bin.join("standin"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let agents = clutch.clutch_home.path().join("config/agents");
+    std::fs::create_dir_all(&agents).unwrap();
+    std::fs::write(
+        agents.join("claude.toml"),
+        include_str!("../agents/claude.toml")
+            .replace("binary = \"claude\"", "binary = \"standin\""),
+    )
+    .unwrap();
+    let xx = env!("CARGO_BIN_EXE_xx");
+    let env = format!(
+        "PATH={}:/usr/bin:/bin HOME={} CLUTCH_HOME={} IS_SANDBOX=1 TERM=xterm",
+        bin.display(),
+        clutch.user_home.path().display(),
+        clutch.clutch_home.path().display()
+    );
+    let tmux = Tmux {
+        socket: format!("clutch-test-{}", std::process::id()),
+        env,
+    };
+    tmux.run(&[
+        "-f",
+        "/dev/null",
+        "new-session",
+        "-d",
+        "-x",
+        "80",
+        "-y",
+        "24",
+        "-n",
+        "home",
+        "sleep 600",
+    ]);
+    tmux.run(&["set-option", "-g", "remain-on-exit", "on"]);
+
+    // A launch on a terminal runs in a session, attached.
+    tmux.window("one", &format!("{xx} cid"));
+    tmux.wait_for("one", "READY 24 80");
+    wait_state(&clutch, "claude-1", "attached");
+    tmux.run(&["send-keys", "-t", ":one", "first line", "Enter"]);
+    let before = tmux.wait_for("one", "got: first line");
+
+    // The attach client dies hard: the agent goes on, detached.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(tmux.pane_pid("one")),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    wait_state(&clutch, "claude-1", "detached");
+    let peek = clutch.xx(&["peek", "claude-1"]).output();
+    assert!(
+        peek.stdout.contains("got: first line"),
+        "peek shows the screen\n{peek}"
+    );
+
+    // Reattach: the screen comes back as it was.
+    tmux.window("two", &format!("{xx} attach"));
+    let after = tmux.wait_for("two", "got: first line");
+    let lines = |s: &str| {
+        s.lines()
+            .filter(|l| l.starts_with("READY") || l.starts_with("got:"))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        lines(&after),
+        lines(&before),
+        "redrawn screen\nbefore:\n{before}\nafter:\n{after}"
+    );
+    wait_state(&clutch, "claude-1", "attached");
+
+    // A resize reaches the agent.
+    tmux.run(&["resize-window", "-t", ":two", "-x", "100", "-y", "30"]);
+    tmux.wait_for("two", "SIZE 30 100");
+
+    // The detach key detaches; the agent keeps running.
+    tmux.run(&["send-keys", "-t", ":two", "C-]"]);
+    tmux.wait_for("two", "[detached from claude-1");
+    wait_state(&clutch, "claude-1", "detached");
+
+    // Back again, and the agent's exit code is xx's.
+    tmux.window(
+        "three",
+        &format!("sh -c '{xx} attach claude-1; echo XX-EXIT-$?; sleep 60'"),
+    );
+    tmux.wait_for("three", "got: first line");
+    tmux.run(&["send-keys", "-t", ":three", "quit", "Enter"]);
+    tmux.wait_for("three", "XX-EXIT-7");
+    wait_state(&clutch, "claude-1", "exited");
+
+    // kill removes a session.
+    tmux.window("four", &format!("{xx} cid"));
+    tmux.wait_for("four", "READY");
+    let killed = clutch.xx(&["kill", "claude-2"]).output();
+    assert_eq!(killed.code, Some(0), "{killed}");
+    assert!(!clutch.xx(&["ls"]).output().stdout.contains("claude-2"));
+}
