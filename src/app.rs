@@ -56,7 +56,11 @@ pub fn run_xx(args: XxArgs) -> Result<i32, Error> {
             print!("{}", shell::init_script(shell));
             Ok(0)
         }
-        Some(XxCommand::Ls) => crate::session::client::ls(&paths),
+        Some(XxCommand::Ls) => {
+            crate::session::ledger::notice_once(&paths);
+            crate::session::client::ls(&paths)
+        }
+        Some(XxCommand::Restore) => restore(&paths),
         Some(XxCommand::Attach { name }) => crate::session::client::attach(&paths, name.as_deref()),
         Some(XxCommand::Kill { name }) => crate::session::client::kill(&paths, &name),
         Some(XxCommand::Peek { name }) => crate::session::client::peek(&paths, &name),
@@ -76,6 +80,7 @@ fn launch_agent(args: LaunchArgs, paths: &Paths) -> Result<i32, Error> {
         print!("{}", shell::long_help());
         return Ok(0);
     };
+    crate::session::ledger::notice_once(paths);
     let config_path = paths.config_file();
     let config = Config::load(&config_path)?;
     let registry = Registry::load(&paths.user_agents_dir())?;
@@ -131,6 +136,87 @@ fn launch_agent(args: LaunchArgs, paths: &Paths) -> Result<i32, Error> {
         return crate::session::client::launch(paths, &plan, &program);
     }
     Err(launch::exec(&plan, &program))
+}
+
+/// `xx restore`: each session lost in a crash comes back detached, in its recorded directory,
+/// with its agent's continue form (init when the agent cannot continue).
+fn restore(paths: &Paths) -> Result<i32, Error> {
+    use crate::code::{Action, Mode, Route};
+    let lost = crate::session::ledger::lost(paths);
+    if lost.is_empty() {
+        println!("nothing to restore");
+        return Ok(0);
+    }
+    let config_path = paths.config_file();
+    let config = Config::load(&config_path)?;
+    let registry = Registry::load(&paths.user_agents_dir())?;
+    let mut failed = 0;
+    for record in lost {
+        let outcome = (|| -> Result<String, Error> {
+            let mut code = code::parse(&record.code, &registry.letters())?;
+            let spec = registry
+                .by_letter(code.agent)
+                .expect("the parser accepts only registered letters");
+            code.mode = if spec.modes.continue_.is_some() {
+                Mode {
+                    action: Action::Continue,
+                    headless: false,
+                }
+            } else {
+                Mode {
+                    action: Action::Init,
+                    headless: false,
+                }
+            };
+            code.tier = None;
+            std::env::set_current_dir(&record.cwd)
+                .map_err(|e| Error::io(format!("cannot enter {}", record.cwd.display()), e))?;
+            let profile = record.profile.as_deref().map(|p| {
+                if code.route == Route::Bypass {
+                    p.trim_end_matches("-bypass")
+                } else {
+                    p
+                }
+            });
+            let request = LaunchRequest {
+                code: Some(code),
+                model: record
+                    .model
+                    .clone()
+                    .filter(|m| spec.gateway.default_model.as_deref() != Some(m.as_str())),
+                profile: profile.map(str::to_string),
+                ..Default::default()
+            };
+            let env: BTreeMap<String, String> = std::env::vars().collect();
+            let ctx = Context {
+                config: &config,
+                config_path: config_path.display().to_string(),
+                files_dir: paths.agent_files_dir(),
+                is_root: nix::unistd::geteuid().is_root(),
+                env: &env,
+            };
+            let plan = plan::build(spec, &request, &ctx)?;
+            let program = launch::find_program(spec)?;
+            if plan.gateway.is_some() {
+                crate::sidecar::ensure_gateway(paths, &config)?;
+            }
+            let name = crate::session::client::start(paths, &plan, &program, (24, 80))?;
+            crate::session::ledger::remove(paths, &record.name);
+            Ok(name)
+        })();
+        match outcome {
+            Ok(name) => println!(
+                "restored {} as {name} in {} (`xx attach {name}`)",
+                record.name,
+                record.cwd.display()
+            ),
+            Err(err) => {
+                failed += 1;
+                eprintln!("xx: could not restore {}: {err}", record.name);
+            }
+        }
+    }
+    Ok(if failed == 0 { 0 } else { 1 })
 }
 
 /// The prompt comes from exactly one of -p, the words after the code, or --stdin.

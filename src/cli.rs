@@ -99,6 +99,8 @@ pub enum XxCommand {
     Kill { name: String },
     /// Print a session's current screen as text.
     Peek { name: String },
+    /// Relaunch the sessions a crash took down, each in its agent's continue form, detached.
+    Restore,
     /// Run the gateway in the foreground (Ctrl-C stops it).
     Gateway {
         /// Address to listen on instead of the one in gateway.url.

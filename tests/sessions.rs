@@ -223,3 +223,178 @@ fn a_session_outlives_its_terminal_and_comes_back_as_it_was() {
     assert_eq!(killed.code, Some(0), "{killed}");
     assert!(!clutch.xx(&["ls"]).output().stdout.contains("claude-2"));
 }
+
+#[test]
+fn after_a_crash_restore_relaunches_each_lost_session_with_its_continue_form() {
+    if which::which("tmux").is_err() {
+        assert!(
+            std::env::var("CLUTCH_REQUIRE_AGENTS").is_err(),
+            "tmux is needed; .ci/run installs it"
+        );
+        eprintln!("skipped: tmux is not installed");
+        return;
+    }
+    let clutch = Clutch::new();
+    let bin = clutch.workdir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let log = clutch.workdir.path().join("argv.log");
+    let recorder = STANDIN.replacen(
+        "#!/bin/sh\n",
+        &format!("#!/bin/sh\necho \"$PWD|$*\" >> '{}'\n", log.display()),
+        1,
+    );
+    std::fs::write(bin.join("standin"), recorder).unwrap();
+    std::fs::set_permissions(
+        bin.join("standin"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let agents = clutch.clutch_home.path().join("config/agents");
+    std::fs::create_dir_all(&agents).unwrap();
+    std::fs::write(
+        agents.join("claude.toml"),
+        include_str!("../agents/claude.toml")
+            .replace("binary = \"claude\"", "binary = \"standin\""),
+    )
+    .unwrap();
+    let project = clutch.workdir.path().join("project");
+    std::fs::create_dir_all(&project).unwrap();
+    let xx = env!("CARGO_BIN_EXE_xx");
+    let path = format!("{}:/usr/bin:/bin", bin.display());
+    let env = format!(
+        "PATH={path} HOME={} CLUTCH_HOME={} IS_SANDBOX=1 TERM=xterm CLUTCH_BOOT_ID=boot-before",
+        clutch.user_home.path().display(),
+        clutch.clutch_home.path().display()
+    );
+    let tmux = Tmux {
+        socket: format!("clutch-restore-{}", std::process::id()),
+        env,
+    };
+    tmux.run(&[
+        "-f",
+        "/dev/null",
+        "new-session",
+        "-d",
+        "-x",
+        "80",
+        "-y",
+        "24",
+        "-n",
+        "home",
+        "sleep 600",
+    ]);
+    tmux.window(
+        "one",
+        &format!("sh -c 'cd {} && exec {xx} cid'", project.display()),
+    );
+    tmux.wait_for("one", "READY");
+
+    let record_path = clutch.state_dir().join("sessions/claude-1.json");
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&record_path).unwrap()).unwrap();
+    assert_eq!(record["boot_id"], "boot-before");
+    assert_eq!(record["code"], "cid");
+    assert_eq!(record["cwd"], project.display().to_string());
+
+    // The machine "crashes": holder and agent die at once, the record stays.
+    let meta: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(clutch.clutch_home.path().join("run/sessions/claude-1.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    for pid in [&meta["holder_pid"], &meta["child_pid"]] {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid.as_i64().unwrap() as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    assert!(record_path.exists(), "a crash leaves the record");
+
+    let after = |args: &[&str]| {
+        clutch
+            .xx(args)
+            .env("PATH", &path)
+            .env("IS_SANDBOX", "1")
+            .env("CLUTCH_BOOT_ID", "boot-after")
+            .output()
+    };
+    let first = after(&["ls"]);
+    assert!(
+        first
+            .stderr
+            .contains("1 session (claude-1) ended in a crash; `xx restore` brings it back"),
+        "{first}"
+    );
+    assert!(
+        !after(&["ls"]).stderr.contains("crash"),
+        "the notice is printed once per boot"
+    );
+    let restored = after(&["restore"]);
+    assert_eq!(restored.code, Some(0), "{restored}");
+    assert!(
+        restored.stdout.contains(&format!(
+            "restored claude-1 as claude-2 in {}",
+            project.display()
+        )),
+        "{restored}"
+    );
+    let started = Instant::now();
+    let lines = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.lines().count() >= 2 {
+            break text;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the restored agent never started: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let second = lines.lines().nth(1).unwrap();
+    assert_eq!(
+        second,
+        format!(
+            "{}|--dangerously-skip-permissions --continue",
+            project.display()
+        ),
+        "continue form, recorded cwd"
+    );
+    assert!(!record_path.exists(), "the old record is gone");
+    let new_record: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(clutch.state_dir().join("sessions/claude-2.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(new_record["boot_id"], "boot-after");
+    let ls = after(&["ls"]);
+    assert!(
+        ls.stdout
+            .lines()
+            .any(|l| l.starts_with("claude-2") && l.contains("detached")),
+        "{ls}"
+    );
+    assert_eq!(after(&["kill", "claude-2"]).code, Some(0));
+}
+
+#[test]
+fn the_ledger_keeps_no_secrets() {
+    assert!(clutch::session::ledger::is_secret(
+        "ANTHROPIC_AUTH_TOKEN",
+        "x",
+        &[]
+    ));
+    assert!(clutch::session::ledger::is_secret(
+        "CLUTCH_GATEWAY_KEY",
+        "x",
+        &[]
+    ));
+    assert!(clutch::session::ledger::is_secret(
+        "OPENCODE_CONFIG_CONTENT",
+        "{\"apiKey\":\"tok-123\"}",
+        &["tok-123".to_string()]
+    ));
+    assert!(!clutch::session::ledger::is_secret(
+        "ANTHROPIC_BASE_URL",
+        "http://127.0.0.1:8082/p/claude",
+        &["tok-123".to_string()]
+    ));
+}

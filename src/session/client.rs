@@ -52,13 +52,23 @@ pub fn terminal_size() -> Option<(u16, u16)> {
 
 /// Start a holder for `plan` and attach to it; returns the agent's exit code (or 0 on detach).
 pub fn launch(paths: &Paths, plan: &LaunchPlan, program: &Path) -> Result<i32, Error> {
+    let name = start(paths, plan, program, terminal_size().unwrap_or((24, 80)))?;
+    attach_to(paths, &name)
+}
+
+/// Start a holder for `plan` without attaching; returns the session's name.
+pub fn start(
+    paths: &Paths,
+    plan: &LaunchPlan,
+    program: &Path,
+    (rows, cols): (u16, u16),
+) -> Result<String, Error> {
     crate::launch::write_files(&plan.files)?;
     for notice in &plan.notices {
         eprintln!("xx: {notice}");
     }
     crate::sidecar::create_private_dir(&super::dir(paths))?;
     let name = new_name(paths, &plan.agent);
-    let (rows, cols) = terminal_size().unwrap_or((24, 80));
     let launch = Launch {
         agent: plan.agent.clone(),
         program: program.to_path_buf(),
@@ -69,6 +79,15 @@ pub fn launch(paths: &Paths, plan: &LaunchPlan, program: &Path) -> Result<i32, E
             .map_err(|e| Error::io("cannot read the working directory", e))?,
         rows,
         cols,
+        code: plan.code.clone(),
+        model: plan.model.clone(),
+        profile: plan.profile.clone(),
+        secrets: plan
+            .secrets
+            .iter()
+            .cloned()
+            .chain(plan.env_set.get(crate::agent::plan::KEY_ENV).cloned())
+            .collect(),
     };
     let plan_path = plan_file(paths, &name);
     std::fs::write(&plan_path, serde_json::to_vec(&launch).expect("plain data"))
@@ -107,7 +126,7 @@ pub fn launch(paths: &Paths, plan: &LaunchPlan, program: &Path) -> Result<i32, E
         }
         std::thread::sleep(Duration::from_millis(2));
     }
-    attach_to(paths, &name)
+    Ok(name)
 }
 
 /// Attach this terminal to session `name` until it is detached or its program exits.

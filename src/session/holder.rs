@@ -31,6 +31,11 @@ pub struct Launch {
     pub cwd: PathBuf,
     pub rows: u16,
     pub cols: u16,
+    /// What the crash ledger records to relaunch it.
+    pub code: String,
+    pub model: Option<String>,
+    pub profile: Option<String>,
+    pub secrets: Vec<String>,
 }
 
 pub fn plan_file(paths: &Paths, name: &str) -> PathBuf {
@@ -97,10 +102,6 @@ pub fn run(paths: &Paths, name: &str) -> Result<i32, Error> {
     ));
     let master = Arc::new(Mutex::new(pair.master));
 
-    let sock = socket(paths, name);
-    let _ = std::fs::remove_file(&sock);
-    let listener = UnixListener::bind(&sock)
-        .map_err(|e| Error::io(format!("cannot listen on {}", sock.display()), e))?;
     let me = std::process::id();
     let shared = Arc::new(Mutex::new(Shared {
         parser: vt100::Parser::new(launch.rows, launch.cols, 0),
@@ -119,6 +120,32 @@ pub fn run(paths: &Paths, name: &str) -> Result<i32, Error> {
         meta_path: meta_file(paths, name),
     }));
     shared.lock().expect("fresh lock").save();
+    super::ledger::write(
+        paths,
+        &super::ledger::Record {
+            name: name.to_string(),
+            boot_id: super::ledger::boot_id(),
+            agent: launch.agent.clone(),
+            code: launch.code.clone(),
+            model: launch.model.clone(),
+            profile: launch.profile.clone(),
+            cwd: launch.cwd.clone(),
+            argv: launch.argv.clone(),
+            env: launch
+                .env_set
+                .iter()
+                .filter(|(k, v)| !super::ledger::is_secret(k, v, &launch.secrets))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            started_at: state::now(),
+        },
+    );
+
+    // Bound last: once the socket answers, the session's records exist.
+    let sock = socket(paths, name);
+    let _ = std::fs::remove_file(&sock);
+    let listener = UnixListener::bind(&sock)
+        .map_err(|e| Error::io(format!("cannot listen on {}", sock.display()), e))?;
 
     // `xx kill` sends SIGTERM: pass it on to the agent, whose exit ends the holder.
     if let Ok(mut signals) = signal_hook::iterator::Signals::new([
@@ -166,6 +193,8 @@ pub fn run(paths: &Paths, name: &str) -> Result<i32, Error> {
     });
 
     let code = child.wait().map(|s| s.exit_code() as i32).unwrap_or(1);
+    // The agent ended on its own (not with the machine): nothing to restore.
+    super::ledger::remove(paths, name);
     let mut s = shared.lock().expect("holder state");
     s.meta.exit_code = Some(code);
     s.meta.attached = false;

@@ -5,6 +5,7 @@
 
 pub mod client;
 pub mod holder;
+pub mod ledger;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
