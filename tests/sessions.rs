@@ -87,6 +87,20 @@ impl Drop for Tmux {
     }
 }
 
+/// Ends every session of a sandbox when dropped, so a failing test leaves no holder behind.
+struct EndSessions<'a>(&'a Clutch);
+
+impl Drop for EndSessions<'_> {
+    fn drop(&mut self) {
+        let paths = clutch::paths::Paths::under(self.0.clutch_home.path());
+        for meta in clutch::session::list(&paths) {
+            if meta.exit_code.is_none() {
+                let _ = clutch::session::client::kill(&paths, &meta.name);
+            }
+        }
+    }
+}
+
 fn state_of(clutch: &Clutch, name: &str) -> String {
     let out = clutch.xx(&["ls"]).output();
     out.stdout
@@ -119,6 +133,7 @@ fn a_session_outlives_its_terminal_and_comes_back_as_it_was() {
         return;
     }
     let clutch = Clutch::new();
+    let _end = EndSessions(&clutch);
     let bin = clutch.workdir.path().join("bin");
     std::fs::create_dir_all(&bin).unwrap();
     std::fs::write(bin.join("standin"), STANDIN).unwrap();
@@ -235,6 +250,7 @@ fn after_a_crash_restore_relaunches_each_lost_session_with_its_continue_form() {
         return;
     }
     let clutch = Clutch::new();
+    let _end = EndSessions(&clutch);
     let bin = clutch.workdir.path().join("bin");
     std::fs::create_dir_all(&bin).unwrap();
     let log = clutch.workdir.path().join("argv.log");
