@@ -414,3 +414,53 @@ fn the_ledger_keeps_no_secrets() {
         &["tok-123".to_string()]
     ));
 }
+
+#[test]
+fn a_real_agent_held_in_a_session_detaches_and_reattaches() {
+    if which::which("tmux").is_err() || !support::agent_available("hermes") {
+        assert!(
+            std::env::var("CLUTCH_REQUIRE_AGENTS").is_err(),
+            "tmux and hermes are needed; .ci/run installs them"
+        );
+        return;
+    }
+    let fake = support::fake_upstream::FakeUpstream::start("PONG-FROM-A-HELD-SESSION");
+    let clutch = Clutch::new().gateway_at(&fake.url());
+    let _end = EndSessions(&clutch);
+    let xx = env!("CARGO_BIN_EXE_xx");
+    let env = format!(
+        "PATH={} HOME={} CLUTCH_HOME={} TERM=xterm",
+        std::env::var("PATH").unwrap_or_default(),
+        clutch.user_home.path().display(),
+        clutch.clutch_home.path().display()
+    );
+    let tmux = Tmux {
+        socket: format!("clutch-real-{}", std::process::id()),
+        env,
+    };
+    tmux.run(&[
+        "-f",
+        "/dev/null",
+        "new-session",
+        "-d",
+        "-x",
+        "100",
+        "-y",
+        "30",
+        "-n",
+        "home",
+        "sleep 600",
+    ]);
+    tmux.run(&["set-option", "-g", "remain-on-exit", "on"]);
+    tmux.window("one", &format!("{xx} hip"));
+    tmux.wait_for("one", "YOLO");
+    wait_state(&clutch, "hermes-1", "attached");
+    tmux.run(&["send-keys", "-t", ":one", "say pong", "Enter"]);
+    tmux.wait_for("one", "PONG-FROM-A-HELD-SESSION");
+    tmux.run(&["send-keys", "-t", ":one", "C-]"]);
+    tmux.wait_for("one", "[detached from hermes-1");
+    wait_state(&clutch, "hermes-1", "detached");
+    tmux.window("two", &format!("{xx} attach hermes-1"));
+    tmux.wait_for("two", "PONG-FROM-A-HELD-SESSION");
+    wait_state(&clutch, "hermes-1", "attached");
+}
