@@ -393,7 +393,7 @@ fn start_nginx(dir: &std::path::Path, fake_port: u16) -> Option<(Killed, String)
     std::fs::write(
         &conf,
         format!(
-            "daemon off;\nworker_processes 1;\npid {dir}/nginx.pid;\nerror_log stderr error;\nevents {{ worker_connections 4096; }}\n\
+            "daemon off;\nmaster_process off;\nworker_processes 1;\npid {dir}/nginx.pid;\nerror_log stderr error;\nevents {{ worker_connections 4096; }}\n\
              http {{\n  access_log off;\n  client_body_temp_path {dir}/nginx-tmp;\n  proxy_temp_path {dir}/nginx-tmp;\n\
              upstream fake {{ server 127.0.0.1:{fake_port}; keepalive 64; }}\n\
              server {{\n    listen 127.0.0.1:{port};\n    client_max_body_size 64m;\n    client_body_buffer_size 1m;\n\
