@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::fake_upstream::{FakeUpstream, Protocol, Reply};
-use support::gateway::TestGateway;
+use support::gateway::{TestGateway, configure};
 
 struct Matrix {
     _home: tempfile::TempDir,
@@ -38,13 +38,14 @@ fn matrix(a_url: Option<&str>) -> Matrix {
         b.url(),
         c.url()
     );
-    std::fs::create_dir_all(home.path().join("config/profiles")).unwrap();
-    std::fs::write(home.path().join("config/config.toml"), config).unwrap();
-    std::fs::write(
-        home.path().join("config/profiles/default.toml"),
-        "[tiers.middle]\nmodel = \"a|m1\"\ncascade = [\"b|m2\", \"c|m3\"]\n",
-    )
-    .unwrap();
+    configure(
+        home.path(),
+        &config,
+        &[(
+            "default",
+            "[tiers.middle]\nmodel = \"a|m1\"\ncascade = [\"b|m2\", \"c|m3\"]\n",
+        )],
+    );
     let gateway = TestGateway::start(home.path());
     let agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
@@ -475,17 +476,17 @@ fn breakers_survive_a_gateway_restart() {
         .local_addr()
         .unwrap();
     let b = FakeUpstream::start("from-b");
-    std::fs::create_dir_all(home.path().join("config/profiles")).unwrap();
-    std::fs::write(
-        home.path().join("config/config.toml"),
-        format!("[gateway]\nretries = 0\n[providers.a]\nbase_url = \"http://{closed}/v1\"\nformat = \"chat\"\n[providers.b]\nbase_url = \"{}/v1\"\nformat = \"chat\"\n", b.url()),
-    )
-    .unwrap();
-    std::fs::write(
-        home.path().join("config/profiles/default.toml"),
-        "[tiers.middle]\nmodel = \"a|m1\"\ncascade = [\"b|m2\"]\n",
-    )
-    .unwrap();
+    configure(
+        home.path(),
+        &format!(
+            "[gateway]\nretries = 0\n[providers.a]\nbase_url = \"http://{closed}/v1\"\nformat = \"chat\"\n[providers.b]\nbase_url = \"{}/v1\"\nformat = \"chat\"\n",
+            b.url()
+        ),
+        &[(
+            "default",
+            "[tiers.middle]\nmodel = \"a|m1\"\ncascade = [\"b|m2\"]\n",
+        )],
+    );
     let agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .build()

@@ -8,7 +8,7 @@ mod support;
 
 use serde_json::{Value, json};
 use support::fake_upstream::{Block, FakeUpstream, FakeUsage, Recorded, Reply, Stop, Turn};
-use support::gateway::TestGateway;
+use support::gateway::{TestGateway, configure};
 
 const PROTOCOLS: [&str; 4] = ["anthropic", "chat", "responses", "gemini"];
 const IMAGE: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==";
@@ -588,17 +588,20 @@ fn every_inbound_and_upstream_pair() {
         };
         config.push_str(&format!("[providers.{protocol}]\nbase_url = \"{base}\"\nformat = \"{protocol}\"\napi_key = \"k-{protocol}\"\n"));
     }
-    std::fs::create_dir_all(home.path().join("config/profiles")).unwrap();
-    std::fs::write(home.path().join("config/config.toml"), config).unwrap();
-    for protocol in PROTOCOLS {
-        let profile = format!("[tiers.middle]\nmodel = \"{protocol}|up-{protocol}\"\n");
-        std::fs::write(
-            home.path()
-                .join(format!("config/profiles/to-{protocol}.toml")),
-            profile,
-        )
-        .unwrap();
-    }
+    let profiles: Vec<(String, String)> = PROTOCOLS
+        .iter()
+        .map(|p| {
+            (
+                format!("to-{p}"),
+                format!("[tiers.middle]\nmodel = \"{p}|up-{p}\"\n"),
+            )
+        })
+        .collect();
+    let profiles: Vec<(&str, &str)> = profiles
+        .iter()
+        .map(|(n, t)| (n.as_str(), t.as_str()))
+        .collect();
+    configure(home.path(), &config, &profiles);
     let gateway = TestGateway::start(home.path());
     let agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
@@ -751,18 +754,14 @@ fn anthropic_usage_keeps_the_three_bucket_invariant() {
         anthropic.url(),
         chat.url()
     );
-    std::fs::create_dir_all(home.path().join("config/profiles")).unwrap();
-    std::fs::write(home.path().join("config/config.toml"), config).unwrap();
-    std::fs::write(
-        home.path().join("config/profiles/a.toml"),
-        "[tiers.middle]\nmodel = \"a|m\"\n",
-    )
-    .unwrap();
-    std::fs::write(
-        home.path().join("config/profiles/c.toml"),
-        "[tiers.middle]\nmodel = \"c|m\"\n",
-    )
-    .unwrap();
+    configure(
+        home.path(),
+        &config,
+        &[
+            ("a", "[tiers.middle]\nmodel = \"a|m\"\n"),
+            ("c", "[tiers.middle]\nmodel = \"c|m\"\n"),
+        ],
+    );
     let gateway = TestGateway::start(home.path());
     let agent = ureq::Agent::config_builder()
         .http_status_as_error(false)

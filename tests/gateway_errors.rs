@@ -6,7 +6,7 @@ mod support;
 
 use serde_json::{Value, json};
 use support::fake_upstream::{FakeUpstream, Reply};
-use support::gateway::TestGateway;
+use support::gateway::{TestGateway, configure};
 
 const CLIENTS: [(&str, &str); 4] = [
     ("anthropic", "/v1/messages"),
@@ -38,18 +38,14 @@ fn bench(upstream: &str) -> Bench {
          [providers.up]\nbase_url = \"{base}\"\nformat = \"{upstream}\"\n\
          [providers.nowhere]\nbase_url = \"http://127.0.0.1:9\"\nformat = \"chat\"\n"
     );
-    std::fs::create_dir_all(home.path().join("config/profiles")).unwrap();
-    std::fs::write(home.path().join("config/config.toml"), config).unwrap();
-    std::fs::write(
-        home.path().join("config/profiles/default.toml"),
-        "[tiers.middle]\nmodel = \"up|m\"\n",
-    )
-    .unwrap();
-    std::fs::write(
-        home.path().join("config/profiles/dead.toml"),
-        "[tiers.middle]\nmodel = \"nowhere|m\"\n",
-    )
-    .unwrap();
+    configure(
+        home.path(),
+        &config,
+        &[
+            ("default", "[tiers.middle]\nmodel = \"up|m\"\n"),
+            ("dead", "[tiers.middle]\nmodel = \"nowhere|m\"\n"),
+        ],
+    );
     let gateway = TestGateway::start(home.path());
     let agent = ureq::Agent::config_builder()
         .http_status_as_error(false)

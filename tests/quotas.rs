@@ -6,7 +6,7 @@ mod support;
 
 use serde_json::{Value, json};
 use support::fake_upstream::FakeUpstream;
-use support::gateway::TestGateway;
+use support::gateway::{TestGateway, configure};
 
 struct Setup {
     _home: tempfile::TempDir,
@@ -20,28 +20,24 @@ struct Setup {
 fn setup(quotas: &str) -> Setup {
     let home = tempfile::tempdir().unwrap();
     let (a, b) = (FakeUpstream::start("from-a"), FakeUpstream::start("from-b"));
-    std::fs::create_dir_all(home.path().join("config/profiles")).unwrap();
-    std::fs::write(
-        home.path().join("config/config.toml"),
-        format!(
-            "[gateway]\nauto_start = false\n[providers.a]\nbase_url = \"{}/v1\"\nformat = \"chat\"\n\
-             models.m1 = {{ input_price = 1000.0, output_price = 2000.0 }}\n\
-             [providers.b]\nbase_url = \"{}/v1\"\nformat = \"chat\"\n{quotas}",
-            a.url(),
-            b.url()
-        ),
-    )
-    .unwrap();
-    std::fs::write(
-        home.path().join("config/profiles/default.toml"),
-        "[tiers.middle]\nmodel = \"a|m1\"\ncascade = [\"b|m2\"]\n",
-    )
-    .unwrap();
-    std::fs::write(
-        home.path().join("config/profiles/only-a.toml"),
-        "[tiers.middle]\nmodel = \"a|m1\"\n",
-    )
-    .unwrap();
+    let config = format!(
+        "[gateway]\nauto_start = false\n[providers.a]\nbase_url = \"{}/v1\"\nformat = \"chat\"\n\
+         models.m1 = {{ input_price = 1000.0, output_price = 2000.0 }}\n\
+         [providers.b]\nbase_url = \"{}/v1\"\nformat = \"chat\"\n{quotas}",
+        a.url(),
+        b.url()
+    );
+    configure(
+        home.path(),
+        &config,
+        &[
+            (
+                "default",
+                "[tiers.middle]\nmodel = \"a|m1\"\ncascade = [\"b|m2\"]\n",
+            ),
+            ("only-a", "[tiers.middle]\nmodel = \"a|m1\"\n"),
+        ],
+    );
     let gateway = TestGateway::start(home.path());
     Setup {
         _home: home,

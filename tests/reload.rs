@@ -9,24 +9,22 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::fake_upstream::{FakeUpstream, Reply};
-use support::gateway::TestGateway;
+use support::gateway::{TestGateway, configure};
 
 fn write(home: &std::path::Path, a: &FakeUpstream, b: &FakeUpstream, target: &str, extra: &str) {
-    std::fs::create_dir_all(home.join("config/profiles")).unwrap();
-    std::fs::write(
-        home.join("config/config.toml"),
-        format!(
-            "[gateway]\nauto_start = false\n{extra}[providers.a]\nbase_url = \"{}/v1\"\nformat = \"chat\"\n[providers.b]\nbase_url = \"{}/v1\"\nformat = \"chat\"\n",
-            a.url(),
-            b.url()
-        ),
-    )
-    .unwrap();
-    std::fs::write(
-        home.join("config/profiles/default.toml"),
-        format!("[tiers.middle]\nmodel = \"{target}\"\n"),
-    )
-    .unwrap();
+    let config = format!(
+        "[gateway]\nauto_start = false\n{extra}[providers.a]\nbase_url = \"{}/v1\"\nformat = \"chat\"\n[providers.b]\nbase_url = \"{}/v1\"\nformat = \"chat\"\n",
+        a.url(),
+        b.url()
+    );
+    configure(
+        home,
+        &config,
+        &[(
+            "default",
+            &format!("[tiers.middle]\nmodel = \"{target}\"\n"),
+        )],
+    );
 }
 
 fn ask(url: &str) -> (u16, String) {

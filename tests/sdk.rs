@@ -8,7 +8,7 @@ mod support;
 use std::process::Command;
 
 use support::fake_upstream::FakeUpstream;
-use support::gateway::TestGateway;
+use support::gateway::{TestGateway, configure};
 
 fn python() -> Option<std::path::PathBuf> {
     let venv = std::env::var("CLUTCH_SDK_PYTHON")
@@ -40,15 +40,18 @@ fn official_sdks_against_a_different_upstream_protocol() {
         anthropic.url(),
         gemini.url()
     );
-    std::fs::create_dir_all(home.path().join("config/profiles")).unwrap();
-    std::fs::write(home.path().join("config/config.toml"), config).unwrap();
-    for name in ["chat", "anthropic", "gemini"] {
-        std::fs::write(
-            home.path().join(format!("config/profiles/to-{name}.toml")),
-            format!("[tiers.middle]\nmodel = \"{name}|up\"\n"),
-        )
-        .unwrap();
-    }
+    let profile = |name: &str| format!("[tiers.middle]\nmodel = \"{name}|up\"\n");
+    let (chat_p, anthropic_p, gemini_p) =
+        (profile("chat"), profile("anthropic"), profile("gemini"));
+    configure(
+        home.path(),
+        &config,
+        &[
+            ("to-chat", &chat_p),
+            ("to-anthropic", &anthropic_p),
+            ("to-gemini", &gemini_p),
+        ],
+    );
     let gateway = TestGateway::start(home.path());
     let output = Command::new(python)
         .arg(concat!(

@@ -27,6 +27,30 @@ struct Tmux {
 }
 
 impl Tmux {
+    /// A tmux server of its own: a `home` window keeps it alive, dead panes stay visible.
+    fn start(label: &str, env: String, cols: u16, rows: u16) -> Tmux {
+        let tmux = Tmux {
+            socket: format!("clutch-{label}-{}", std::process::id()),
+            env,
+        };
+        let (cols, rows) = (cols.to_string(), rows.to_string());
+        tmux.run(&[
+            "-f",
+            "/dev/null",
+            "new-session",
+            "-d",
+            "-x",
+            &cols,
+            "-y",
+            &rows,
+            "-n",
+            "home",
+            "sleep 600",
+        ]);
+        tmux.run(&["set-option", "-g", "remain-on-exit", "on"]);
+        tmux
+    }
+
     fn run(&self, args: &[&str]) -> String {
         let out = Command::new("tmux")
             .arg("-L")
@@ -87,6 +111,28 @@ impl Drop for Tmux {
     }
 }
 
+/// Installs `script` as the program Claude Code's spec runs in this sandbox; returns the
+/// directory to put first on PATH.
+fn stand_in_claude(clutch: &Clutch, script: &str) -> std::path::PathBuf {
+    let bin = clutch.workdir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::write(bin.join("standin"), script).unwrap();
+    std::fs::set_permissions(
+        bin.join("standin"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let agents = clutch.clutch_home.path().join("config/agents");
+    std::fs::create_dir_all(&agents).unwrap();
+    std::fs::write(
+        agents.join("claude.toml"),
+        include_str!("../agents/claude.toml")
+            .replace("binary = \"claude\"", "binary = \"standin\""),
+    )
+    .unwrap();
+    bin
+}
+
 /// Ends every session of a sandbox when dropped, so a failing test leaves no holder behind.
 struct EndSessions<'a>(&'a Clutch);
 
@@ -134,22 +180,7 @@ fn a_session_outlives_its_terminal_and_comes_back_as_it_was() {
     }
     let clutch = Clutch::new();
     let _end = EndSessions(&clutch);
-    let bin = clutch.workdir.path().join("bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    std::fs::write(bin.join("standin"), STANDIN).unwrap();
-    std::fs::set_permissions(
-        bin.join("standin"),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
-    let agents = clutch.clutch_home.path().join("config/agents");
-    std::fs::create_dir_all(&agents).unwrap();
-    std::fs::write(
-        agents.join("claude.toml"),
-        include_str!("../agents/claude.toml")
-            .replace("binary = \"claude\"", "binary = \"standin\""),
-    )
-    .unwrap();
+    let bin = stand_in_claude(&clutch, STANDIN);
     let xx = env!("CARGO_BIN_EXE_xx");
     let env = format!(
         "PATH={}:/usr/bin:/bin HOME={} CLUTCH_HOME={} IS_SANDBOX=1 TERM=xterm",
@@ -157,24 +188,7 @@ fn a_session_outlives_its_terminal_and_comes_back_as_it_was() {
         clutch.user_home.path().display(),
         clutch.clutch_home.path().display()
     );
-    let tmux = Tmux {
-        socket: format!("clutch-test-{}", std::process::id()),
-        env,
-    };
-    tmux.run(&[
-        "-f",
-        "/dev/null",
-        "new-session",
-        "-d",
-        "-x",
-        "80",
-        "-y",
-        "24",
-        "-n",
-        "home",
-        "sleep 600",
-    ]);
-    tmux.run(&["set-option", "-g", "remain-on-exit", "on"]);
+    let tmux = Tmux::start("test", env, 80, 24);
 
     // A launch on a terminal runs in a session, attached.
     tmux.window("one", &format!("{xx} cid"));
@@ -251,28 +265,13 @@ fn after_a_crash_restore_relaunches_each_lost_session_with_its_continue_form() {
     }
     let clutch = Clutch::new();
     let _end = EndSessions(&clutch);
-    let bin = clutch.workdir.path().join("bin");
-    std::fs::create_dir_all(&bin).unwrap();
     let log = clutch.workdir.path().join("argv.log");
     let recorder = STANDIN.replacen(
         "#!/bin/sh\n",
         &format!("#!/bin/sh\necho \"$PWD|$*\" >> '{}'\n", log.display()),
         1,
     );
-    std::fs::write(bin.join("standin"), recorder).unwrap();
-    std::fs::set_permissions(
-        bin.join("standin"),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
-    let agents = clutch.clutch_home.path().join("config/agents");
-    std::fs::create_dir_all(&agents).unwrap();
-    std::fs::write(
-        agents.join("claude.toml"),
-        include_str!("../agents/claude.toml")
-            .replace("binary = \"claude\"", "binary = \"standin\""),
-    )
-    .unwrap();
+    let bin = stand_in_claude(&clutch, &recorder);
     let project = clutch.workdir.path().join("project");
     std::fs::create_dir_all(&project).unwrap();
     let xx = env!("CARGO_BIN_EXE_xx");
@@ -282,23 +281,7 @@ fn after_a_crash_restore_relaunches_each_lost_session_with_its_continue_form() {
         clutch.user_home.path().display(),
         clutch.clutch_home.path().display()
     );
-    let tmux = Tmux {
-        socket: format!("clutch-restore-{}", std::process::id()),
-        env,
-    };
-    tmux.run(&[
-        "-f",
-        "/dev/null",
-        "new-session",
-        "-d",
-        "-x",
-        "80",
-        "-y",
-        "24",
-        "-n",
-        "home",
-        "sleep 600",
-    ]);
+    let tmux = Tmux::start("restore", env, 80, 24);
     tmux.window(
         "one",
         &format!("sh -c 'cd {} && exec {xx} cid'", project.display()),
@@ -434,24 +417,7 @@ fn a_real_agent_held_in_a_session_detaches_and_reattaches() {
         clutch.user_home.path().display(),
         clutch.clutch_home.path().display()
     );
-    let tmux = Tmux {
-        socket: format!("clutch-real-{}", std::process::id()),
-        env,
-    };
-    tmux.run(&[
-        "-f",
-        "/dev/null",
-        "new-session",
-        "-d",
-        "-x",
-        "100",
-        "-y",
-        "30",
-        "-n",
-        "home",
-        "sleep 600",
-    ]);
-    tmux.run(&["set-option", "-g", "remain-on-exit", "on"]);
+    let tmux = Tmux::start("real", env, 100, 30);
     tmux.window("one", &format!("{xx} hip"));
     tmux.wait_for("one", "YOLO");
     wait_state(&clutch, "hermes-1", "attached");

@@ -72,8 +72,16 @@ pub fn route_everything_to(
     let config = format!(
         "[gateway]\nurl = \"{gateway_url}\"\nauto_start = false\n\n[providers.fake]\nbase_url = \"{base}\"\nformat = \"{format}\"\napi_key = \"upstream-secret-key\"\n"
     );
-    std::fs::create_dir_all(clutch_home.join("config/profiles")).unwrap();
-    std::fs::write(clutch_home.join("config/config.toml"), config).unwrap();
     let profile = "default_tier = \"middle\"\n[tiers.big]\nmodel = \"fake|fake-big\"\n[tiers.middle]\nmodel = \"fake|fake-middle\"\n[tiers.small]\nmodel = \"fake|fake-small\"\n[families]\n\"*opus*\" = \"big\"\n\"*sonnet*\" = \"middle\"\n\"*haiku*\" = \"small\"\n";
-    std::fs::write(clutch_home.join("config/profiles/default.toml"), profile).unwrap();
+    configure(clutch_home, &config, &[("default", profile)]);
+}
+
+/// Write `config` and each `(profile name, profile TOML)` under `clutch_home`.
+pub fn configure(clutch_home: &std::path::Path, config: &str, profiles: &[(&str, &str)]) {
+    let dir = clutch_home.join("config/profiles");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(clutch_home.join("config/config.toml"), config).unwrap();
+    for (name, profile) in profiles {
+        std::fs::write(dir.join(format!("{name}.toml")), profile).unwrap();
+    }
 }
