@@ -3,12 +3,14 @@
 use std::collections::BTreeMap;
 use std::io::Read as _;
 
-use crate::agent::Registry;
-use crate::agent::plan::{self, Context, LaunchRequest};
+use crate::agent::plan::{self, Context, LaunchPlan, LaunchRequest};
+use crate::agent::{AgentSpec, Registry};
 use crate::cli::{LaunchArgs, ShellCommand, XxArgs, XxCommand};
+use crate::code::{Action, Code, Mode, Route};
 use crate::config::Config;
 use crate::error::Error;
 use crate::paths::Paths;
+use crate::session::holder::Restart;
 use crate::{code, inventory, launch, shell};
 
 /// Run `proxies`.
@@ -61,7 +63,10 @@ pub fn run_xx(args: XxArgs) -> Result<i32, Error> {
             crate::session::client::ls(&paths)
         }
         Some(XxCommand::Restore) => restore(&paths),
-        Some(XxCommand::Attach { name }) => crate::session::client::attach(&paths, name.as_deref()),
+        Some(XxCommand::Attach { name }) => {
+            let config = Config::load(&paths.config_file())?;
+            crate::session::client::attach(&paths, name.as_deref(), config.launcher.detach_key.0)
+        }
         Some(XxCommand::Kill { name }) => crate::session::client::kill(&paths, &name),
         Some(XxCommand::Peek { name }) => crate::session::client::peek(&paths, &name),
         Some(XxCommand::Gateway { listen }) => {
@@ -89,6 +94,10 @@ fn launch_agent(args: LaunchArgs, paths: &Paths) -> Result<i32, Error> {
         .by_letter(code.agent)
         .expect("the parser accepts only registered letters");
 
+    // Interactive launches on a terminal run in a session that outlives this terminal.
+    let on_terminal = std::io::IsTerminal::is_terminal(&std::io::stdin())
+        && std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let held = config.launcher.guard && !args.no_guard && !code.mode.headless && on_terminal;
     let request = LaunchRequest {
         code: Some(code),
         model: args.model.clone(),
@@ -96,6 +105,8 @@ fn launch_agent(args: LaunchArgs, paths: &Paths) -> Result<i32, Error> {
         prompt: prompt_from(&args)?,
         profile: args.profile.clone(),
         extra: args.extra.clone(),
+        // A held session is named up front so a crash can be resumed by id.
+        new_session_id: if held { new_uuid() } else { None },
     };
     let env: BTreeMap<String, String> = std::env::vars().collect();
     let ctx = Context {
@@ -129,19 +140,96 @@ fn launch_agent(args: LaunchArgs, paths: &Paths) -> Result<i32, Error> {
     if plan.gateway.is_some() {
         crate::sidecar::ensure_gateway(paths, &config)?;
     }
-    // Interactive launches on a terminal run in a session that outlives this terminal.
-    let on_terminal = std::io::IsTerminal::is_terminal(&std::io::stdin())
-        && std::io::IsTerminal::is_terminal(&std::io::stdout());
-    if config.launcher.guard && !args.no_guard && !plan.headless && on_terminal {
-        return crate::session::client::launch(paths, &plan, &program);
+    if held {
+        let restart = restart_plan(spec, code, &plan, &ctx)?;
+        return crate::session::client::launch(
+            paths,
+            &plan,
+            &program,
+            restart,
+            config.launcher.detach_key.0,
+        );
     }
     Err(launch::exec(&plan, &program))
 }
 
+/// The launch that picks a held session up again: resume by id when the agent's own id for
+/// it is known and the agent can resume by id, its continue form otherwise, and a new session
+/// when it can do neither.
+fn follow_up(
+    spec: &AgentSpec,
+    mut code: Code,
+    model: Option<&str>,
+    profile: Option<&str>,
+    agent_session: Option<&str>,
+) -> LaunchRequest {
+    let (action, session) = match agent_session {
+        Some(id) if spec.modes.resume_id.is_some() => (Action::Session, Some(id.to_string())),
+        _ if spec.modes.continue_.is_some() => (Action::Continue, None),
+        _ => (Action::Init, None),
+    };
+    code.mode = Mode {
+        action,
+        headless: false,
+    };
+    code.tier = None;
+    let profile = profile.map(|p| {
+        if code.route == Route::Bypass {
+            p.trim_end_matches("-bypass").to_string()
+        } else {
+            p.to_string()
+        }
+    });
+    LaunchRequest {
+        code: Some(code),
+        model: model
+            .filter(|m| spec.gateway.default_model.as_deref() != Some(*m))
+            .map(str::to_string),
+        profile,
+        session,
+        ..Default::default()
+    }
+}
+
+/// How a held agent that dies from a signal starts again (`launcher.restart_on_signal`): in
+/// its follow-up form, and only when that picks the conversation up (never as a new session).
+fn restart_plan(
+    spec: &AgentSpec,
+    code: Code,
+    plan: &LaunchPlan,
+    ctx: &Context<'_>,
+) -> Result<Option<Restart>, Error> {
+    let limit = ctx.config.launcher.restart_on_signal;
+    if limit == 0 {
+        return Ok(None);
+    }
+    let again = follow_up(
+        spec,
+        code,
+        plan.model.as_deref(),
+        plan.profile.as_deref(),
+        plan.agent_session.as_deref(),
+    );
+    if again.code.is_some_and(|c| c.mode.action == Action::Init) {
+        return Ok(None);
+    }
+    Ok(Some(Restart {
+        argv: plan::build(spec, &again, ctx)?.argv,
+        limit,
+    }))
+}
+
+/// A random (version 4) UUID from the kernel.
+fn new_uuid() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/random/uuid")
+        .ok()
+        .map(|id| id.trim().to_string())
+}
+
 /// `xx restore`: each session lost in a crash comes back detached, in its recorded directory,
-/// with its agent's continue form (init when the agent cannot continue).
+/// resumed by id when the agent's id is known, else with its continue form (a new session
+/// when the agent can do neither).
 fn restore(paths: &Paths) -> Result<i32, Error> {
-    use crate::code::{Action, Mode, Route};
     let lost = crate::session::ledger::lost(paths);
     if lost.is_empty() {
         println!("nothing to restore");
@@ -153,40 +241,19 @@ fn restore(paths: &Paths) -> Result<i32, Error> {
     let mut failed = 0;
     for record in lost {
         let outcome = (|| -> Result<String, Error> {
-            let mut code = code::parse(&record.code, &registry.letters())?;
+            let code = code::parse(&record.code, &registry.letters())?;
             let spec = registry
                 .by_letter(code.agent)
                 .expect("the parser accepts only registered letters");
-            code.mode = if spec.modes.continue_.is_some() {
-                Mode {
-                    action: Action::Continue,
-                    headless: false,
-                }
-            } else {
-                Mode {
-                    action: Action::Init,
-                    headless: false,
-                }
-            };
-            code.tier = None;
             std::env::set_current_dir(&record.cwd)
                 .map_err(|e| Error::io(format!("cannot enter {}", record.cwd.display()), e))?;
-            let profile = record.profile.as_deref().map(|p| {
-                if code.route == Route::Bypass {
-                    p.trim_end_matches("-bypass")
-                } else {
-                    p
-                }
-            });
-            let request = LaunchRequest {
-                code: Some(code),
-                model: record
-                    .model
-                    .clone()
-                    .filter(|m| spec.gateway.default_model.as_deref() != Some(m.as_str())),
-                profile: profile.map(str::to_string),
-                ..Default::default()
-            };
+            let request = follow_up(
+                spec,
+                code,
+                record.model.as_deref(),
+                record.profile.as_deref(),
+                record.agent_session.as_deref(),
+            );
             let env: BTreeMap<String, String> = std::env::vars().collect();
             let ctx = Context {
                 config: &config,
@@ -200,7 +267,8 @@ fn restore(paths: &Paths) -> Result<i32, Error> {
             if plan.gateway.is_some() {
                 crate::sidecar::ensure_gateway(paths, &config)?;
             }
-            let name = crate::session::client::start(paths, &plan, &program, (24, 80))?;
+            let restart = restart_plan(spec, code, &plan, &ctx)?;
+            let name = crate::session::client::start(paths, &plan, &program, (24, 80), restart)?;
             crate::session::ledger::remove(paths, &record.name);
             Ok(name)
         })();

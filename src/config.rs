@@ -351,6 +351,13 @@ pub struct LauncherConfig {
     /// Hold interactive agents in a session that survives the terminal.
     #[serde(default = "yes")]
     pub guard: bool,
+    /// The key that detaches from a session: `ctrl-]` (the default) or `ctrl-<letter>`.
+    #[serde(default)]
+    pub detach_key: DetachKey,
+    /// How many times a held agent that dies from a signal is started again in its continue
+    /// form (0: never).
+    #[serde(default)]
+    pub restart_on_signal: u32,
 }
 
 impl Default for LauncherConfig {
@@ -358,6 +365,37 @@ impl Default for LauncherConfig {
         LauncherConfig {
             bypass: true,
             guard: true,
+            detach_key: DetachKey::default(),
+            restart_on_signal: 0,
+        }
+    }
+}
+
+/// A control key, kept as the byte the terminal sends for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DetachKey(pub u8);
+
+impl Default for DetachKey {
+    fn default() -> Self {
+        DetachKey(0x1d)
+    }
+}
+
+impl<'de> Deserialize<'de> for DetachKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        let lower = text.trim().to_ascii_lowercase();
+        let key = lower
+            .strip_prefix("ctrl-")
+            .or_else(|| lower.strip_prefix("ctrl+"))
+            .or_else(|| lower.strip_prefix('^'));
+        match key.map(str::as_bytes) {
+            Some([c @ (b'a'..=b'z' | b'[' | b'\\' | b']' | b'^' | b'_')]) => {
+                Ok(DetachKey(c.to_ascii_uppercase() & 0x1f))
+            }
+            _ => Err(serde::de::Error::custom(format!(
+                "`{text}` is not a control key; write it as `ctrl-]` or `ctrl-<letter>`"
+            ))),
         }
     }
 }

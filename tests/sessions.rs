@@ -111,23 +111,31 @@ impl Drop for Tmux {
     }
 }
 
-/// Installs `script` as the program Claude Code's spec runs in this sandbox; returns the
-/// directory to put first on PATH.
-fn stand_in_claude(clutch: &Clutch, script: &str) -> std::path::PathBuf {
+/// Installs `script` as the program an agent's own spec (`agents/<agent>.toml`) runs in this
+/// sandbox; returns the directory to put first on PATH.
+fn stand_in(clutch: &Clutch, agent: &str, script: &str) -> std::path::PathBuf {
     let bin = clutch.workdir.path().join("bin");
     std::fs::create_dir_all(&bin).unwrap();
-    std::fs::write(bin.join("standin"), script).unwrap();
+    let program = format!("standin-{agent}");
+    std::fs::write(bin.join(&program), script).unwrap();
     std::fs::set_permissions(
-        bin.join("standin"),
+        bin.join(&program),
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )
     .unwrap();
     let agents = clutch.clutch_home.path().join("config/agents");
     std::fs::create_dir_all(&agents).unwrap();
+    let spec = std::fs::read_to_string(format!(
+        "{}/agents/{agent}.toml",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
     std::fs::write(
-        agents.join("claude.toml"),
-        include_str!("../agents/claude.toml")
-            .replace("binary = \"claude\"", "binary = \"standin\""),
+        agents.join(format!("{agent}.toml")),
+        spec.replace(
+            &format!("binary = \"{agent}\""),
+            &format!("binary = \"{program}\""),
+        ),
     )
     .unwrap();
     bin
@@ -180,7 +188,7 @@ fn a_session_outlives_its_terminal_and_comes_back_as_it_was() {
     }
     let clutch = Clutch::new();
     let _end = EndSessions(&clutch);
-    let bin = stand_in_claude(&clutch, STANDIN);
+    let bin = stand_in(&clutch, "claude", STANDIN);
     let xx = env!("CARGO_BIN_EXE_xx");
     let env = format!(
         "PATH={}:/usr/bin:/bin HOME={} CLUTCH_HOME={} IS_SANDBOX=1 TERM=xterm",
@@ -253,8 +261,40 @@ fn a_session_outlives_its_terminal_and_comes_back_as_it_was() {
     assert!(!clutch.xx(&["ls"]).output().stdout.contains("claude-2"));
 }
 
+/// A stand-in that logs `<agent>|<cwd>|<argv>` to `log` before behaving like [`STANDIN`].
+fn recorder(agent: &str, log: &std::path::Path) -> String {
+    STANDIN.replacen(
+        "#!/bin/sh\n",
+        &format!(
+            "#!/bin/sh\necho \"{agent}|$PWD|$*\" >> '{}'\n",
+            log.display()
+        ),
+        1,
+    )
+}
+
+/// The lines of an argv log once it has `count` of them.
+fn wait_lines(log: &std::path::Path, count: usize) -> Vec<String> {
+    let started = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if text.lines().count() >= count {
+            return text.lines().map(str::to_string).collect();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the agent never started {count} times: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn json_file(path: std::path::PathBuf) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
 #[test]
-fn after_a_crash_restore_relaunches_each_lost_session_with_its_continue_form() {
+fn after_a_crash_restore_resumes_each_lost_session_by_id_or_continues_it() {
     if which::which("tmux").is_err() {
         assert!(
             std::env::var("CLUTCH_REQUIRE_AGENTS").is_err(),
@@ -266,14 +306,13 @@ fn after_a_crash_restore_relaunches_each_lost_session_with_its_continue_form() {
     let clutch = Clutch::new();
     let _end = EndSessions(&clutch);
     let log = clutch.workdir.path().join("argv.log");
-    let recorder = STANDIN.replacen(
-        "#!/bin/sh\n",
-        &format!("#!/bin/sh\necho \"$PWD|$*\" >> '{}'\n", log.display()),
-        1,
-    );
-    let bin = stand_in_claude(&clutch, &recorder);
+    // Claude Code takes a session id at launch; Pi does not, so it gets its continue form.
+    let bin = stand_in(&clutch, "claude", &recorder("claude", &log));
+    stand_in(&clutch, "pi", &recorder("pi", &log));
     let project = clutch.workdir.path().join("project");
+    let other = clutch.workdir.path().join("other");
     std::fs::create_dir_all(&project).unwrap();
+    std::fs::create_dir_all(&other).unwrap();
     let xx = env!("CARGO_BIN_EXE_xx");
     let path = format!("{}:/usr/bin:/bin", bin.display());
     let env = format!(
@@ -287,27 +326,48 @@ fn after_a_crash_restore_relaunches_each_lost_session_with_its_continue_form() {
         &format!("sh -c 'cd {} && exec {xx} cid'", project.display()),
     );
     tmux.wait_for("one", "READY");
+    tmux.window(
+        "two",
+        &format!("sh -c 'cd {} && exec {xx} pid'", other.display()),
+    );
+    tmux.wait_for("two", "READY");
 
-    let record_path = clutch.state_dir().join("sessions/claude-1.json");
-    let record: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&record_path).unwrap()).unwrap();
+    let claude_record_path = clutch.state_dir().join("sessions/claude-1.json");
+    let record = json_file(claude_record_path.clone());
     assert_eq!(record["boot_id"], "boot-before");
     assert_eq!(record["code"], "cid");
     assert_eq!(record["cwd"], project.display().to_string());
+    let id = record["agent_session"]
+        .as_str()
+        .expect("claude's id is recorded");
+    assert_eq!(id.len(), 36, "a UUID: {id}");
+    let first = wait_lines(&log, 2);
+    assert!(
+        first.contains(&format!(
+            "claude|{}|--session-id {id} --dangerously-skip-permissions",
+            project.display()
+        )),
+        "the new session is given its id: {first:?}"
+    );
+    let pi_record = json_file(clutch.state_dir().join("sessions/pi-1.json"));
+    assert!(pi_record["agent_session"].is_null(), "{pi_record}");
 
-    // The machine "crashes": holder and agent die at once, the record stays.
-    let meta: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(clutch.clutch_home.path().join("run/sessions/claude-1.json"))
-            .unwrap(),
-    )
-    .unwrap();
-    for pid in [&meta["holder_pid"], &meta["child_pid"]] {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid.as_i64().unwrap() as i32),
-            nix::sys::signal::Signal::SIGKILL,
+    // The machine "crashes": holders and agents die at once, the records stay.
+    for name in ["claude-1", "pi-1"] {
+        let meta = json_file(
+            clutch
+                .clutch_home
+                .path()
+                .join(format!("run/sessions/{name}.json")),
         );
+        for pid in [&meta["holder_pid"], &meta["child_pid"]] {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid.as_i64().unwrap() as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
     }
-    assert!(record_path.exists(), "a crash leaves the record");
+    assert!(claude_record_path.exists(), "a crash leaves the record");
 
     let after = |args: &[&str]| {
         clutch
@@ -317,12 +377,14 @@ fn after_a_crash_restore_relaunches_each_lost_session_with_its_continue_form() {
             .env("CLUTCH_BOOT_ID", "boot-after")
             .output()
     };
-    let first = after(&["ls"]);
+    let first_run = after(&["ls"]);
     assert!(
-        first
-            .stderr
-            .contains("1 session (claude-1) ended in a crash; `xx restore` brings it back"),
-        "{first}"
+        first_run.stderr.contains(
+            "2 sessions (claude-1, pi-1) ended in a crash; `xx restore` brings them back"
+        ) || first_run.stderr.contains(
+            "2 sessions (pi-1, claude-1) ended in a crash; `xx restore` brings them back"
+        ),
+        "{first_run}"
     );
     assert!(
         !after(&["ls"]).stderr.contains("crash"),
@@ -330,48 +392,196 @@ fn after_a_crash_restore_relaunches_each_lost_session_with_its_continue_form() {
     );
     let restored = after(&["restore"]);
     assert_eq!(restored.code, Some(0), "{restored}");
+    for (old, new, dir) in [("claude-1", "claude-2", &project), ("pi-1", "pi-2", &other)] {
+        assert!(
+            restored
+                .stdout
+                .contains(&format!("restored {old} as {new} in {}", dir.display())),
+            "{restored}"
+        );
+    }
+    let lines = wait_lines(&log, 4);
+    let relaunched = &lines[2..];
     assert!(
-        restored.stdout.contains(&format!(
-            "restored claude-1 as claude-2 in {}",
+        relaunched.contains(&format!(
+            "claude|{}|--dangerously-skip-permissions --resume {id}",
             project.display()
         )),
-        "{restored}"
+        "claude is resumed by id in its recorded cwd: {lines:?}"
     );
-    let started = Instant::now();
-    let lines = loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if text.lines().count() >= 2 {
-            break text;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "the restored agent never started: {text}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let second = lines.lines().nth(1).unwrap();
-    assert_eq!(
-        second,
-        format!(
-            "{}|--dangerously-skip-permissions --continue",
-            project.display()
-        ),
-        "continue form, recorded cwd"
-    );
-    assert!(!record_path.exists(), "the old record is gone");
-    let new_record: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(clutch.state_dir().join("sessions/claude-2.json")).unwrap(),
-    )
-    .unwrap();
-    assert_eq!(new_record["boot_id"], "boot-after");
-    let ls = after(&["ls"]);
     assert!(
-        ls.stdout
-            .lines()
-            .any(|l| l.starts_with("claude-2") && l.contains("detached")),
-        "{ls}"
+        relaunched.contains(&format!("pi|{}|--continue", other.display())),
+        "pi is continued in its recorded cwd: {lines:?}"
     );
-    assert_eq!(after(&["kill", "claude-2"]).code, Some(0));
+    assert!(!claude_record_path.exists(), "the old record is gone");
+    let new_record = json_file(clutch.state_dir().join("sessions/claude-2.json"));
+    assert_eq!(new_record["boot_id"], "boot-after");
+    assert_eq!(new_record["agent_session"], id, "still resumable by id");
+    let ls = after(&["ls"]);
+    for name in ["claude-2", "pi-2"] {
+        assert!(
+            ls.stdout
+                .lines()
+                .any(|l| l.starts_with(name) && l.contains("detached")),
+            "{ls}"
+        );
+        assert_eq!(after(&["kill", name]).code, Some(0));
+    }
+}
+
+/// A full-screen stand-in: the alternate screen, everything drawn at fixed places, redrawn on
+/// each line read and on resize (as full-screen agents repaint); `crash` makes it die from
+/// SIGSEGV.
+const FULL_SCREEN: &str = r#"#!/bin/sh
+echo "claude|$PWD|$*" >> "$ARGV_LOG"
+ulimit -c 0
+draw() { printf '\033[H\033[2J\033[1;1HFULL %s\033[12;20HLAST %s\033[20;1H> ' "$(stty size)" "$1"; }
+printf '\033[?1049h'
+last=none
+trap 'draw "$last"' WINCH
+draw "$last"
+while true; do
+  if read line; then
+    [ "$line" = crash ] && kill -SEGV $$
+    last="$line"
+    draw "$last"
+  fi
+done
+"#;
+
+/// Processes running one of this build's clutch binaries for the sandbox `home`.
+fn clutch_processes(home: &std::path::Path) -> Vec<(i32, String)> {
+    let marker = format!("CLUTCH_HOME={}", home.display());
+    let build = std::path::Path::new(env!("CARGO_BIN_EXE_xx"))
+        .parent()
+        .unwrap();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|entry| {
+            let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+            let exe = std::fs::read_link(entry.path().join("exe")).ok()?;
+            let environ = std::fs::read(entry.path().join("environ")).ok()?;
+            let ours = exe.parent() == Some(build)
+                && environ.split(|b| *b == 0).any(|v| v == marker.as_bytes());
+            let name = exe.file_name()?.to_string_lossy().into_owned();
+            ours.then_some((pid, name))
+        })
+        .collect()
+}
+
+#[test]
+fn a_full_screen_agent_outlives_every_other_clutch_process_and_restarts_after_a_signal() {
+    if which::which("tmux").is_err() {
+        assert!(
+            std::env::var("CLUTCH_REQUIRE_AGENTS").is_err(),
+            "tmux is needed; .ci/run installs it"
+        );
+        eprintln!("skipped: tmux is not installed");
+        return;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let clutch = Clutch::new().config(&format!(
+        "[gateway]\nurl = \"http://127.0.0.1:{port}\"\n\n\
+         [launcher]\nrestart_on_signal = 1\ndetach_key = \"ctrl-b\"\n"
+    ));
+    let _end = EndSessions(&clutch);
+    let log = clutch.workdir.path().join("argv.log");
+    let bin = stand_in(&clutch, "claude", FULL_SCREEN);
+    let xx = env!("CARGO_BIN_EXE_xx");
+    let env = format!(
+        "PATH={}:/usr/bin:/bin HOME={} CLUTCH_HOME={} IS_SANDBOX=1 TERM=xterm ARGV_LOG={}",
+        bin.display(),
+        clutch.user_home.path().display(),
+        clutch.clutch_home.path().display(),
+        log.display()
+    );
+    let tmux = Tmux::start("full", env, 80, 24);
+
+    // The proxied launch brings the supervisor and gateway up; the agent runs held.
+    tmux.window("one", &format!("{xx} cip"));
+    tmux.wait_for("one", "FULL 24 80");
+    wait_state(&clutch, "claude-1", "attached");
+    tmux.run(&["send-keys", "-t", ":one", "hello", "Enter"]);
+    let before = tmux.wait_for("one", "LAST hello");
+
+    // Every other clutch process dies hard: the attach client, supervisor and gateway.
+    let processes = clutch_processes(clutch.clutch_home.path());
+    let holder: Vec<_> = processes
+        .iter()
+        .filter(|(_, exe)| exe == "clutch-hold")
+        .collect();
+    assert_eq!(holder.len(), 1, "one holder: {processes:?}");
+    let others: Vec<_> = processes
+        .iter()
+        .filter(|(_, exe)| exe != "clutch-hold")
+        .collect();
+    assert!(
+        others.len() >= 3,
+        "xx, the supervisor and the gateway run: {processes:?}"
+    );
+    for (pid, _) in &others {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(*pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    wait_state(&clutch, "claude-1", "detached");
+    let peek = clutch.xx(&["peek", "claude-1"]).output();
+    assert!(peek.stdout.contains("LAST hello"), "{peek}");
+
+    // Reattach: the full-screen layout comes back where it was.
+    tmux.window("two", &format!("{xx} attach claude-1"));
+    let after = tmux.wait_for("two", "LAST hello");
+    let row = |screen: &str, text: &str| screen.lines().position(|l| l.contains(text));
+    assert_eq!(row(&after, "LAST hello"), row(&before, "LAST hello"));
+    assert_eq!(row(&after, "FULL"), Some(0));
+
+    // The configured detach key.
+    tmux.run(&["send-keys", "-t", ":two", "C-b"]);
+    tmux.wait_for("two", "[detached from claude-1");
+    wait_state(&clutch, "claude-1", "detached");
+
+    // Death by signal: started again once, resuming the same conversation by id.
+    tmux.window(
+        "three",
+        &format!("sh -c '{xx} attach claude-1; echo XX-EXIT-$?; sleep 60'"),
+    );
+    tmux.wait_for("three", "LAST hello");
+    tmux.run(&["send-keys", "-t", ":three", "crash", "Enter"]);
+    let lines = wait_lines(&log, 2);
+    let id = json_file(clutch.state_dir().join("sessions/claude-1.json"))["agent_session"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        lines[0].contains(&format!(
+            "|--session-id {id} --dangerously-skip-permissions"
+        )),
+        "{lines:?}"
+    );
+    assert!(
+        lines[1].contains(&format!("--resume {id}")) && !lines[1].contains("--session-id"),
+        "the restart resumes by id: {lines:?}"
+    );
+    tmux.wait_for("three", "LAST none");
+    let meta = json_file(clutch.clutch_home.path().join("run/sessions/claude-1.json"));
+    assert_eq!(meta["restarts"], 1);
+    assert_eq!(state_of(&clutch, "claude-1"), "attached");
+
+    // The cap: a second death ends the session with the signal's exit code.
+    tmux.run(&["send-keys", "-t", ":three", "crash", "Enter"]);
+    tmux.wait_for("three", "XX-EXIT-139");
+    wait_state(&clutch, "claude-1", "exited");
+    assert_eq!(wait_lines(&log, 2).len(), 2, "no third start");
+    let _ = Command::new(env!("CARGO_BIN_EXE_proxies"))
+        .arg("down")
+        .env("CLUTCH_HOME", clutch.clutch_home.path())
+        .output();
 }
 
 #[test]

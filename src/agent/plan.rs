@@ -23,6 +23,9 @@ pub struct LaunchRequest {
     pub profile: Option<String>,
     /// Everything after `--`, handed to the agent untouched.
     pub extra: Vec<String>,
+    /// The id to give a new interactive session, for agents that accept one
+    /// (`modes.session_id`); held sessions pass one so a crash can resume by id.
+    pub new_session_id: Option<String>,
 }
 
 /// The facts about the world the planner needs, gathered by the caller.
@@ -67,6 +70,9 @@ pub struct LaunchPlan {
     pub model: Option<String>,
     pub profile: Option<String>,
     pub headless: bool,
+    /// The agent's own id for the session this plan starts or resumes, when clutch knows it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent_session: Option<String>,
     /// Values to mask whenever the plan is shown.
     #[serde(skip)]
     pub secrets: Vec<String>,
@@ -243,6 +249,25 @@ pub fn build(
     }
 
     let mut argv = Vec::new();
+    let mut agent_session = (template_name == "resume_id")
+        .then(|| request.session.clone())
+        .flatten();
+    if let (Some(id), Some(args), "init" | "init_prompt") = (
+        &request.new_session_id,
+        &spec.modes.session_id,
+        template_name,
+    ) {
+        let mut values = values.clone();
+        values.insert("session".into(), id.clone());
+        argv.extend(
+            Expander {
+                agent: &spec.name,
+                values: &values,
+            }
+            .expand_all(args, "modes.session_id")?,
+        );
+        agent_session = Some(id.clone());
+    }
     let mut extra_placed = false;
     for element in template {
         match element.as_str() {
@@ -284,6 +309,7 @@ pub fn build(
         },
         profile: code.route.uses_gateway().then_some(profile),
         headless: code.mode.headless,
+        agent_session,
         secrets,
     })
 }

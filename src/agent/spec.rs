@@ -119,6 +119,10 @@ pub struct Modes {
     /// Resume the session `{session}`, interactively.
     #[serde(default)]
     pub resume_id: Option<Vec<String>>,
+    /// Arguments that give a new interactive session the id `{session}` (a UUID clutch picks),
+    /// so a session lost in a crash can be resumed by id rather than by "the latest one here".
+    #[serde(default)]
+    pub session_id: Option<Vec<String>>,
     /// Run `{prompt}` in a new session and exit.
     #[serde(default)]
     pub headless: Option<Vec<String>>,
@@ -248,6 +252,7 @@ impl AgentSpec {
             ("headless", &m.headless),
             ("headless_continue", &m.headless_continue),
             ("headless_resume_id", &m.headless_resume_id),
+            ("session_id", &m.session_id),
         ];
         out.extend(
             optional

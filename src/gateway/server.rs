@@ -183,7 +183,10 @@ pub async fn handle(
                     .await
                 }
                 Some((_, "countTokens")) => gemini_count_tokens(&gateway, body).await,
-                _ => not_found(Protocol::Gemini, &method, &rest),
+                _ => {
+                    drain(&gateway, body).await;
+                    not_found(Protocol::Gemini, &method, &rest)
+                }
             }
         }
         (&Method::GET, "/v1/models" | "/models") => {
@@ -199,8 +202,18 @@ pub async fn handle(
                 &json!({"id": id, "object": "model", "created": 0, "owned_by": "clutch"}),
             )
         }
-        _ => not_found(protocol, &method, &rest),
+        _ => {
+            drain(&gateway, body).await;
+            not_found(protocol, &method, &rest)
+        }
     }
+}
+
+/// Reads an unwanted body to its end (within the size limit), so the connection stays
+/// reusable: a client that pools connections must not find this one closed under it.
+async fn drain(gateway: &Gateway, body: Body) {
+    let limit = gateway.routing.load().max_body;
+    let _ = http_body_util::Limited::new(body, limit).collect().await;
 }
 
 /// `%7C` and friends in a breaker id taken from a path.
@@ -241,7 +254,7 @@ fn not_found(protocol: Protocol, method: &Method, path: &str) -> Response {
 async fn read_body(gateway: &Gateway, protocol: Protocol, body: Body) -> Result<Bytes, Response> {
     let limit = gateway.routing.load().max_body;
     let too_large = || {
-        error_response(
+        let mut response = error_response(
             protocol,
             &ApiError::new(
                 ErrorKind::RequestTooLarge,
@@ -249,7 +262,12 @@ async fn read_body(gateway: &Gateway, protocol: Protocol, body: Body) -> Result<
                     "the request body is larger than the gateway's limit of {limit} bytes (gateway.max_body_bytes)"
                 ),
             ),
-        )
+        );
+        // The rest of the body is never read: the connection cannot carry another request.
+        response
+            .headers_mut()
+            .insert("connection", HeaderValue::from_static("close"));
+        response
     };
     match http_body_util::Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),

@@ -12,14 +12,11 @@ use std::time::{Duration, Instant};
 
 use nix::sys::termios::{self, SetArg, Termios};
 
-use super::holder::{Launch, plan_file};
+use super::holder::{Launch, Restart, plan_file};
 use super::{Meta, frame, list, meta_file, new_name, socket};
 use crate::agent::LaunchPlan;
 use crate::error::Error;
 use crate::paths::Paths;
-
-/// The default detach key: Ctrl-] (as telnet).
-pub const DETACH_KEY: u8 = 0x1d;
 
 /// Puts the terminal in raw mode; the saved mode comes back when this is dropped.
 struct RawMode {
@@ -51,9 +48,21 @@ pub fn terminal_size() -> Option<(u16, u16)> {
 }
 
 /// Start a holder for `plan` and attach to it; returns the agent's exit code (or 0 on detach).
-pub fn launch(paths: &Paths, plan: &LaunchPlan, program: &Path) -> Result<i32, Error> {
-    let name = start(paths, plan, program, terminal_size().unwrap_or((24, 80)))?;
-    attach_to(paths, &name)
+pub fn launch(
+    paths: &Paths,
+    plan: &LaunchPlan,
+    program: &Path,
+    restart: Option<Restart>,
+    detach_key: u8,
+) -> Result<i32, Error> {
+    let name = start(
+        paths,
+        plan,
+        program,
+        terminal_size().unwrap_or((24, 80)),
+        restart,
+    )?;
+    attach_to(paths, &name, detach_key)
 }
 
 /// Start a holder for `plan` without attaching; returns the session's name.
@@ -62,6 +71,7 @@ pub fn start(
     plan: &LaunchPlan,
     program: &Path,
     (rows, cols): (u16, u16),
+    restart: Option<Restart>,
 ) -> Result<String, Error> {
     crate::launch::write_files(&plan.files)?;
     for notice in &plan.notices {
@@ -82,6 +92,8 @@ pub fn start(
         code: plan.code.clone(),
         model: plan.model.clone(),
         profile: plan.profile.clone(),
+        agent_session: plan.agent_session.clone(),
+        restart,
         secrets: plan
             .secrets
             .iter()
@@ -98,9 +110,18 @@ pub fn start(
     )
     .map_err(|e| Error::io("cannot protect the session plan", e))?;
     let exe = std::env::current_exe().map_err(|e| Error::io("cannot find this program", e))?;
-    let mut command = Command::new(exe);
+    // The holder's own small binary when it is installed beside this one (it stays resident
+    // for the session's whole life); this binary re-executed otherwise.
+    let small = exe.with_file_name(HOLDER_BINARY);
+    let mut command = if small.is_file() {
+        Command::new(small)
+    } else {
+        let mut command = Command::new(exe);
+        command.arg("__hold");
+        command
+    };
     command
-        .args(["__hold", &name])
+        .arg(&name)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
@@ -129,8 +150,12 @@ pub fn start(
     Ok(name)
 }
 
-/// Attach this terminal to session `name` until it is detached or its program exits.
-pub fn attach_to(paths: &Paths, name: &str) -> Result<i32, Error> {
+/// The per-session holder program, built beside `xx`.
+pub const HOLDER_BINARY: &str = "clutch-hold";
+
+/// Attach this terminal to session `name` until it is detached (by `detach_key`) or its
+/// program exits.
+pub fn attach_to(paths: &Paths, name: &str, detach_key: u8) -> Result<i32, Error> {
     let mut stream = UnixStream::connect(socket(paths, name))
         .map_err(|e| Error::io(format!("cannot attach to {name} (see `xx ls`)"), e))?;
     let (rows, cols) = terminal_size().unwrap_or((24, 80));
@@ -163,7 +188,7 @@ pub fn attach_to(paths: &Paths, name: &str) -> Result<i32, Error> {
                     Ok(0) | Err(_) => return,
                     Ok(n) => n,
                 };
-                if let Some(at) = buf[..n].iter().position(|b| *b == DETACH_KEY) {
+                if let Some(at) = buf[..n].iter().position(|b| *b == detach_key) {
                     let _ = frame::write(&mut out, frame::INPUT, &buf[..at]);
                     let _ = detach_tx.send(());
                     let _ = out.shutdown(std::net::Shutdown::Both);
@@ -226,7 +251,7 @@ pub fn ls(paths: &Paths) -> Result<i32, Error> {
 }
 
 /// `xx attach [name]`: the most recent detached session when no name is given.
-pub fn attach(paths: &Paths, name: Option<&str>) -> Result<i32, Error> {
+pub fn attach(paths: &Paths, name: Option<&str>, detach_key: u8) -> Result<i32, Error> {
     let name = match name {
         Some(name) => name.to_string(),
         None => list(paths)
@@ -235,7 +260,7 @@ pub fn attach(paths: &Paths, name: Option<&str>) -> Result<i32, Error> {
             .map(|m| m.name)
             .ok_or_else(|| Error::Usage("no detached session to attach to (see `xx ls`)".into()))?,
     };
-    attach_to(paths, &name)
+    attach_to(paths, &name, detach_key)
 }
 
 /// `xx kill <name>`: the agent gets SIGTERM through its holder; the record is removed.

@@ -35,7 +35,20 @@ pub struct Launch {
     pub code: String,
     pub model: Option<String>,
     pub profile: Option<String>,
+    /// The agent's own id for this session, when clutch gave or resumed one.
+    #[serde(default)]
+    pub agent_session: Option<String>,
+    /// Start the agent again in this form when it dies from a signal.
+    #[serde(default)]
+    pub restart: Option<Restart>,
     pub secrets: Vec<String>,
+}
+
+/// The argv that picks the session up again (continue, or resume by id), and how many times.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Restart {
+    pub argv: Vec<String>,
+    pub limit: u32,
 }
 
 pub fn plan_file(paths: &Paths, name: &str) -> PathBuf {
@@ -76,21 +89,23 @@ pub fn run(paths: &Paths, name: &str) -> Result<i32, Error> {
             pixel_height: 0,
         })
         .map_err(|e| pty_error("cannot open a PTY", e))?;
-    let mut command = CommandBuilder::new(&launch.program);
-    command.args(&launch.argv);
-    command.cwd(&launch.cwd);
-    for name in &launch.env_unset {
-        command.env_remove(name);
-    }
-    for (k, v) in &launch.env_set {
-        command.env(k, v);
-    }
-    let mut child = pair
-        .slave
-        .spawn_command(command)
-        .map_err(|e| pty_error("cannot start the agent", e))?;
-    drop(pair.slave);
-    let mut killer = child.clone_killer();
+    let spawn = |argv: &[String]| {
+        let mut command = CommandBuilder::new(&launch.program);
+        command.args(argv);
+        command.cwd(&launch.cwd);
+        for name in &launch.env_unset {
+            command.env_remove(name);
+        }
+        for (k, v) in &launch.env_set {
+            command.env(k, v);
+        }
+        pair.slave
+            .spawn_command(command)
+            .map_err(|e| pty_error("cannot start the agent", e))
+    };
+    let child = spawn(&launch.argv)?;
+    let killer = Arc::new(Mutex::new(child.clone_killer()));
+    let mut child_pid = child.process_id();
     let mut reader = pair
         .master
         .try_clone_reader()
@@ -112,10 +127,11 @@ pub fn run(paths: &Paths, name: &str) -> Result<i32, Error> {
             cwd: launch.cwd.clone(),
             holder_pid: me,
             holder_start: state::start_time(me),
-            child_pid: child.process_id(),
+            child_pid,
             started_at: state::now(),
             attached: false,
             exit_code: None,
+            restarts: 0,
         },
         meta_path: meta_file(paths, name),
     }));
@@ -131,6 +147,7 @@ pub fn run(paths: &Paths, name: &str) -> Result<i32, Error> {
             profile: launch.profile.clone(),
             cwd: launch.cwd.clone(),
             argv: launch.argv.clone(),
+            agent_session: launch.agent_session.clone(),
             env: launch
                 .env_set
                 .iter()
@@ -147,15 +164,20 @@ pub fn run(paths: &Paths, name: &str) -> Result<i32, Error> {
     let listener = UnixListener::bind(&sock)
         .map_err(|e| Error::io(format!("cannot listen on {}", sock.display()), e))?;
 
-    // `xx kill` sends SIGTERM: pass it on to the agent, whose exit ends the holder.
+    // `xx kill` sends SIGTERM: pass it on to the agent, whose exit ends the holder (and is
+    // never answered with a restart).
+    let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
     if let Ok(mut signals) = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGHUP,
     ]) {
+        let killer = killer.clone();
+        let stopping = stopping.clone();
         std::thread::spawn(move || {
             for signal in signals.forever() {
                 if signal == signal_hook::consts::SIGTERM {
-                    let _ = killer.kill();
+                    stopping.store(true, std::sync::atomic::Ordering::SeqCst);
+                    let _ = killer.lock().map(|mut k| k.kill());
                 }
             }
         });
@@ -192,7 +214,45 @@ pub fn run(paths: &Paths, name: &str) -> Result<i32, Error> {
         }
     });
 
-    let code = child.wait().map(|s| s.exit_code() as i32).unwrap_or(1);
+    let mut restarts = 0;
+    let code = loop {
+        let (code, signal) = wait_for(child_pid);
+        let again = launch.restart.as_ref().filter(|r| {
+            signal.is_some()
+                && restarts < r.limit
+                && !stopping.load(std::sync::atomic::Ordering::SeqCst)
+        });
+        let Some(restart) = again else {
+            break code;
+        };
+        restarts += 1;
+        let notice = format!(
+            "\r\n[clutch: {} ended by signal {}; starting it again to continue ({restarts}/{})]\r\n",
+            launch.agent,
+            signal.unwrap_or_default(),
+            restart.limit
+        );
+        {
+            let mut s = shared.lock().expect("holder state");
+            s.parser.process(notice.as_bytes());
+            if let Some(client) = s.client.as_mut() {
+                let _ = frame::write(client, frame::OUTPUT, notice.as_bytes());
+            }
+        }
+        let child = match spawn(&restart.argv) {
+            Ok(child) => child,
+            Err(_) => break code,
+        };
+        child_pid = child.process_id();
+        if let Ok(mut k) = killer.lock() {
+            *k = child.clone_killer();
+        }
+        let mut s = shared.lock().expect("holder state");
+        s.meta.child_pid = child_pid;
+        s.meta.restarts = restarts;
+        s.save();
+    };
+    drop(pair.slave);
     // The agent ended on its own (not with the machine): nothing to restore.
     super::ledger::remove(paths, name);
     let mut s = shared.lock().expect("holder state");
@@ -316,4 +376,23 @@ fn same_socket(a: &UnixStream, b: &UnixStream) -> bool {
             .map(|s| s.st_ino)
     };
     stat(a.as_raw_fd()) == stat(b.as_raw_fd())
+}
+
+/// Wait for the agent: its exit code, or 128 + the signal number (as shells report it) and the
+/// signal's name when a signal ended it.
+fn wait_for(pid: Option<u32>) -> (i32, Option<&'static str>) {
+    use nix::sys::wait::{WaitStatus, waitpid};
+    let Some(pid) = pid else {
+        return (1, None);
+    };
+    loop {
+        match waitpid(nix::unistd::Pid::from_raw(pid as i32), None) {
+            Ok(WaitStatus::Exited(_, code)) => return (code, None),
+            Ok(WaitStatus::Signaled(_, signal, _)) => {
+                return (128 + signal as i32, Some(signal.as_str()));
+            }
+            Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return (1, None),
+        }
+    }
 }

@@ -22,6 +22,9 @@ pub struct Record {
     pub profile: Option<String>,
     pub cwd: PathBuf,
     pub argv: Vec<String>,
+    /// The agent's own id for the session, when known: restore resumes exactly it.
+    #[serde(default)]
+    pub agent_session: Option<String>,
     /// The injected environment minus anything that looks like a credential.
     pub env: BTreeMap<String, String>,
     pub started_at: u64,

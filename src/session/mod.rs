@@ -38,6 +38,9 @@ pub struct Meta {
     pub started_at: u64,
     pub attached: bool,
     pub exit_code: Option<i32>,
+    /// How many times the agent was started again after dying from a signal.
+    #[serde(default)]
+    pub restarts: u32,
 }
 
 impl Meta {
