@@ -41,6 +41,11 @@ fn main() {
         }
         return;
     }
+    // `micro`: where one agent-shaped translation spends its time, stage by stage, in-process.
+    if args.get(1).map(String::as_str) == Some("micro") {
+        micro();
+        return;
+    }
     // `load URL small|agent CONCURRENCY SECONDS`: drive one target (for profiling).
     if args.get(1).map(String::as_str) == Some("load") {
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -723,3 +728,57 @@ fn memchr_stream(body: &[u8]) -> bool {
 
 #[path = "gateway/soak.rs"]
 mod soak;
+
+/// Median microseconds of each stage of an Anthropic -> chat translation of the ~48 KB agent
+/// request, and of translating its 20-chunk answer stream back.
+fn micro() {
+    use clutch::gateway::proto::{self, Protocol};
+    let body = agent_request_anthropic();
+    let time = |name: &str, f: &mut dyn FnMut()| {
+        let mut samples = Vec::new();
+        for _ in 0..2000 {
+            let t = Instant::now();
+            f();
+            samples.push(t.elapsed());
+        }
+        samples.sort();
+        println!("{name:<40} {:>8.1} us", samples[samples.len() / 2].as_secs_f64() * 1e6);
+    };
+    time("decode anthropic request", &mut || {
+        std::hint::black_box(proto::decode_request(Protocol::Anthropic, &body, None).unwrap());
+    });
+    let request = proto::decode_request(Protocol::Anthropic, &body, None).unwrap();
+    time("estimate tokens", &mut || {
+        std::hint::black_box(request.estimate_tokens());
+    });
+    time("encode chat request (to bytes)", &mut || {
+        std::hint::black_box(proto::encode_request_bytes(Protocol::Chat, &request, "fast"));
+    });
+    let mut chunks = Vec::new();
+    for i in 0..20 {
+        chunks.push(format!(
+            "data: {}\n\n",
+            json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "fast",
+                "choices": [{"index": 0, "delta": {"content": format!("word{i} ")}, "finish_reason": null}]})
+        ));
+    }
+    chunks.push(format!("data: {}\n\n", json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "fast",
+        "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], "usage": {"prompt_tokens": 9000, "completion_tokens": 40, "total_tokens": 9040}})));
+    chunks.push("data: [DONE]\n\n".into());
+    let stream = chunks.concat();
+    time("translate 20-chunk stream chat -> anthropic", &mut || {
+        let mut parser = clutch::gateway::sse::Parser::new();
+        let mut decoder = proto::stream_decoder(Protocol::Chat);
+        let mut encoder = proto::stream_encoder(Protocol::Anthropic, &request);
+        let mut out = 0;
+        for event in parser.push(stream.as_bytes()).unwrap() {
+            for e in decoder.event(&event).unwrap() {
+                out += encoder.event(&e).len();
+            }
+        }
+        for e in decoder.finish() {
+            out += encoder.event(&e).len();
+        }
+        std::hint::black_box(out);
+    });
+}

@@ -247,8 +247,62 @@ fn event_text() -> impl Strategy<Value = String> {
     })
 }
 
+/// A rich Anthropic request: every block kind and option the typed decoder covers.
+fn rich_anthropic_request() -> Value {
+    json!({"model": "m", "max_tokens": 5, "temperature": 0.5, "top_p": 1, "stream": true,
+        "stop_sequences": ["END"], "system": [{"type": "text", "text": "s", "cache_control": {"type": "ephemeral"}}],
+        "tools": [{"name": "t", "description": "d", "input_schema": {"type": "object", "properties": {"a": {"type": "string"}}}},
+                  {"type": "web_search_20250305", "name": "web_search"}],
+        "tool_choice": {"type": "auto", "disable_parallel_tool_use": true},
+        "thinking": {"type": "enabled", "budget_tokens": 1024}, "output_config": {"effort": "high"},
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"},
+                {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBOR"}},
+                {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "doc"}}]},
+            {"role": "assistant", "content": [{"type": "thinking", "thinking": "hmm", "signature": "sig"},
+                {"type": "redacted_thinking", "data": "xx"}, {"type": "text", "text": "ok"},
+                {"type": "tool_use", "id": "1", "name": "t", "input": {"a": "b"}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "1", "is_error": true,
+                "content": [{"type": "text", "text": "r"}, {"type": "image", "source": {"type": "url", "url": "http://x/y.png"}}]},
+                {"type": "text", "text": "and also"}]},
+            {"role": "system", "content": "mid-conversation note"}]})
+}
+
+/// The typed Anthropic decoder gives up or agrees with the `Value` decoder, never differs.
+fn typed_and_value_paths_agree(body: &[u8]) {
+    let (typed, value) = clutch::gateway::proto::anthropic::decode_request_both(body);
+    if let Some(typed) = typed {
+        match value {
+            Ok(value) => assert_eq!(typed, value, "{}", String::from_utf8_lossy(body)),
+            Err(err) => panic!(
+                "typed path took what the value path refuses ({err:?}): {}",
+                String::from_utf8_lossy(body)
+            ),
+        }
+    }
+}
+
+#[test]
+fn the_typed_anthropic_decoder_takes_real_requests() {
+    let claude_code = include_str!("fixtures/claude_code_main_request.json");
+    for body in [
+        rich_anthropic_request().to_string(),
+        seed_request(Protocol::Anthropic).to_string(),
+        claude_code.to_string(),
+    ] {
+        let (typed, value) = clutch::gateway::proto::anthropic::decode_request_both(body.as_bytes());
+        assert_eq!(typed.expect("the typed path takes it"), value.unwrap());
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn typed_anthropic_decoding_matches_the_value_path(at in 0usize..80, replacement in json_value(), seed in 0usize..2) {
+        let start = if seed == 0 { rich_anthropic_request() } else { seed_request(Protocol::Anthropic) };
+        let body = mutate(start, at, replacement).to_string();
+        typed_and_value_paths_agree(body.as_bytes());
+    }
 
     #[test]
     fn arbitrary_bytes_never_panic_a_decoder(bytes in prop::collection::vec(any::<u8>(), 0..512), which in 0usize..4) {

@@ -331,9 +331,11 @@ impl Call {
     /// Different protocols: decode to the IR, encode for the provider, and back.
     pub async fn translate(self, request: &ir::Request) -> Result<Response, Failure> {
         let protocol = self.protocol;
-        let upstream_body = proto::encode_request(self.provider.format, request, &self.model);
-        let upstream_body =
-            Bytes::from(serde_json::to_vec(&upstream_body).expect("a JSON value serialises"));
+        let upstream_body = Bytes::from(proto::encode_request_bytes(
+            self.provider.format,
+            request,
+            &self.model,
+        ));
         let response = match self.send(upstream_body, None, &[]).await {
             Ok(response) => response,
             Err(failure) => return Err(failure),

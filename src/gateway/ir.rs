@@ -50,7 +50,7 @@ impl Request {
         for tool in &self.tools {
             chars += tool.name.len()
                 + tool.description.as_deref().map_or(0, str::len)
-                + tool.parameters.to_string().len();
+                + json_size(&tool.parameters);
         }
         (chars as u64).div_ceil(4).max(1)
     }
@@ -71,6 +71,22 @@ impl Request {
                     _ => {}
                 }
             }
+        }
+    }
+}
+
+/// About how many characters `value` takes as JSON text, without writing it out (schemas are
+/// counted on every request).
+fn json_size(value: &Value) -> usize {
+    match value {
+        Value::Null | Value::Bool(_) | Value::Number(_) => 4,
+        Value::String(s) => s.len() + 2,
+        Value::Array(items) => items.iter().map(|v| json_size(v) + 1).sum::<usize>() + 2,
+        Value::Object(map) => {
+            map.iter()
+                .map(|(k, v)| k.len() + 4 + json_size(v))
+                .sum::<usize>()
+                + 2
         }
     }
 }

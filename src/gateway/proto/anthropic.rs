@@ -15,6 +15,23 @@ use crate::gateway::sse;
 // ---------------------------------------------------------------- requests
 
 pub fn decode_request(body: &[u8]) -> Result<ir::Request, ApiError> {
+    // The typed path takes every well-formed request; anything it does not take (including
+    // every malformed one) goes through the `Value` path, whose errors name the field.
+    match wire::decode(body) {
+        Some(request) => Ok(request),
+        None => decode_request_value(body),
+    }
+}
+
+/// Both decoding paths, for tests that hold them to the same answers.
+#[doc(hidden)]
+pub fn decode_request_both(
+    body: &[u8],
+) -> (Option<ir::Request>, Result<ir::Request, ApiError>) {
+    (wire::decode(body), decode_request_value(body))
+}
+
+fn decode_request_value(body: &[u8]) -> Result<ir::Request, ApiError> {
     let v = json::parse(body)?;
     let mut request = ir::Request {
         model: json::req_str(&v, "model", "")?.to_string(),
@@ -74,7 +91,23 @@ pub fn decode_request(body: &[u8]) -> Result<ir::Request, ApiError> {
             namespace: None,
         });
     }
-    if let Some(choice) = v.get("tool_choice").filter(|c| !c.is_null()) {
+    decode_options(
+        &mut request,
+        v.get("tool_choice"),
+        v.get("thinking"),
+        v.get("output_config"),
+    )?;
+    Ok(request)
+}
+
+/// `tool_choice`, `thinking` and `output_config`, shared by both decoding paths.
+fn decode_options(
+    request: &mut ir::Request,
+    tool_choice: Option<&Value>,
+    thinking: Option<&Value>,
+    output_config: Option<&Value>,
+) -> Result<(), ApiError> {
+    if let Some(choice) = tool_choice.filter(|c| !c.is_null()) {
         request.tool_choice = Some(match json::str_at(choice, "type", "tool_choice.")? {
             Some("auto") => ToolChoice::Auto,
             Some("any") => ToolChoice::Required,
@@ -92,9 +125,9 @@ pub fn decode_request(body: &[u8]) -> Result<ir::Request, ApiError> {
             request.parallel_tool_calls = Some(false);
         }
     }
-    if let Some(thinking) = v.get("thinking").filter(|t| !t.is_null()) {
-        let effort = v
-            .pointer("/output_config/effort")
+    if let Some(thinking) = thinking.filter(|t| !t.is_null()) {
+        let effort = output_config
+            .and_then(|c| c.pointer("/effort"))
             .and_then(Value::as_str)
             .map(str::to_string);
         match json::str_at(thinking, "type", "thinking.")? {
@@ -113,10 +146,10 @@ pub fn decode_request(body: &[u8]) -> Result<ir::Request, ApiError> {
             _ => {}
         }
     }
-    if let Some(schema) = v.pointer("/output_config/format/schema") {
+    if let Some(schema) = output_config.and_then(|c| c.pointer("/format/schema")) {
         request.json_schema = Some(schema.clone());
     }
-    Ok(request)
+    Ok(())
 }
 
 fn decode_content(content: Option<&Value>, path: &str) -> Result<Vec<Part>, ApiError> {
@@ -186,9 +219,11 @@ fn decode_content(content: Option<&Value>, path: &str) -> Result<Vec<Part>, ApiE
 }
 
 fn decode_image(block: &Value, at: &str) -> Result<ImageSource, ApiError> {
-    let source = block
-        .get("source")
-        .ok_or_else(|| ApiError::invalid(format!("{at}source: required")))?;
+    decode_image_source(block.get("source"), at)
+}
+
+fn decode_image_source(source: Option<&Value>, at: &str) -> Result<ImageSource, ApiError> {
+    let source = source.ok_or_else(|| ApiError::invalid(format!("{at}source: required")))?;
     let path = format!("{at}source.");
     match json::str_at(source, "type", &path)? {
         Some("base64") => Ok(ImageSource::Base64 {
@@ -201,6 +236,247 @@ fn decode_image(block: &Value, at: &str) -> Result<ImageSource, ApiError> {
         _ => Err(ApiError::invalid(format!(
             "{path}type: expected base64 or url"
         ))),
+    }
+}
+
+/// Owned wire types for the request shapes agents send on every turn: they decode in one pass,
+/// without a `Value` tree per message and block. Whatever they do not take (an unexpected
+/// type, a missing required field) makes [`decode`] give up, and the `Value` path, whose
+/// errors name the field, takes over; a request either path accepts decodes the same.
+mod wire {
+    use serde::{Deserialize, Deserializer};
+    use serde_json::Value;
+
+    use super::{arguments_text, decode_image_source, decode_options};
+    use crate::gateway::ir::{self, Message, Part, Role, Tool, ToolCall, ToolKind, ToolResult};
+
+    #[derive(Deserialize)]
+    struct Request {
+        model: Option<String>,
+        max_tokens: Option<u64>,
+        temperature: Option<f64>,
+        top_p: Option<f64>,
+        stop_sequences: Option<Value>,
+        stream: Option<bool>,
+        system: Option<Content>,
+        messages: Option<Vec<Object<WireMessage>>>,
+        tools: Option<Vec<Object<WireTool>>>,
+        tool_choice: Option<Value>,
+        thinking: Option<Value>,
+        output_config: Option<Value>,
+    }
+
+    #[derive(Deserialize)]
+    struct WireMessage {
+        role: Option<String>,
+        content: Option<Content>,
+    }
+
+    #[derive(Deserialize)]
+    struct WireTool {
+        name: Option<String>,
+        description: Option<String>,
+        /// Kept even when null, as the `Value` path does.
+        #[serde(default, deserialize_with = "some_value")]
+        input_schema: Option<Value>,
+        #[serde(default, rename = "type", deserialize_with = "present")]
+        has_type: bool,
+    }
+
+    #[derive(Deserialize)]
+    struct Block {
+        #[serde(rename = "type")]
+        kind: Option<String>,
+        text: Option<String>,
+        id: Option<String>,
+        name: Option<String>,
+        input: Option<Value>,
+        tool_use_id: Option<String>,
+        content: Option<Content>,
+        is_error: Option<bool>,
+        thinking: Option<String>,
+        signature: Option<String>,
+        data: Option<String>,
+        source: Option<Value>,
+    }
+
+    /// A string, or a list of blocks.
+    enum Content {
+        Text(String),
+        Blocks(Vec<Object<Block>>),
+    }
+
+    /// `T` from a JSON object only: derived impls would also take a positional array.
+    struct Object<T>(T);
+
+    impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct Visitor<T>(std::marker::PhantomData<T>);
+            impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Visitor<T> {
+                type Value = Object<T>;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("an object")
+                }
+                fn visit_map<A: serde::de::MapAccess<'de>>(
+                    self,
+                    map: A,
+                ) -> Result<Object<T>, A::Error> {
+                    T::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(Object)
+                }
+            }
+            d.deserialize_map(Visitor(std::marker::PhantomData))
+        }
+    }
+
+    impl<'de> Deserialize<'de> for Content {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct Visitor;
+            impl<'de> serde::de::Visitor<'de> for Visitor {
+                type Value = Content;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("a string or a list of blocks")
+                }
+                fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Content, E> {
+                    Ok(Content::Text(text.to_string()))
+                }
+                fn visit_string<E: serde::de::Error>(self, text: String) -> Result<Content, E> {
+                    Ok(Content::Text(text))
+                }
+                fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                    self,
+                    mut seq: A,
+                ) -> Result<Content, A::Error> {
+                    let mut blocks = Vec::with_capacity(seq.size_hint().unwrap_or(4));
+                    while let Some(block) = seq.next_element()? {
+                        blocks.push(block);
+                    }
+                    Ok(Content::Blocks(blocks))
+                }
+            }
+            d.deserialize_any(Visitor)
+        }
+    }
+
+    fn some_value<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+        Value::deserialize(d).map(Some)
+    }
+
+    fn present<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+        serde::de::IgnoredAny::deserialize(d).map(|_| true)
+    }
+
+    pub fn decode(body: &[u8]) -> Option<ir::Request> {
+        let Object(wire): Object<Request> = serde_json::from_slice(body).ok()?;
+        let mut request = ir::Request {
+            model: wire.model?,
+            max_tokens: wire.max_tokens,
+            temperature: wire.temperature,
+            top_p: wire.top_p,
+            stop: match wire.stop_sequences {
+                None | Some(Value::Null) => Vec::new(),
+                Some(Value::String(s)) => vec![s],
+                Some(Value::Array(items)) => items
+                    .into_iter()
+                    .map(|v| match v {
+                        Value::String(s) => Some(s),
+                        _ => None,
+                    })
+                    .collect::<Option<_>>()?,
+                Some(_) => return None,
+            },
+            stream: wire.stream.unwrap_or(false),
+            stream_usage: true,
+            ..Default::default()
+        };
+        match wire.system {
+            None => {}
+            Some(Content::Text(text)) => request.system.push(text),
+            Some(Content::Blocks(blocks)) => {
+                for Object(block) in blocks {
+                    request.system.push(block.text?);
+                }
+            }
+        }
+        for Object(message) in wire.messages.unwrap_or_default() {
+            let role = match message.role?.as_str() {
+                "user" => Role::User,
+                "assistant" => Role::Assistant,
+                "system" => Role::System,
+                _ => return None,
+            };
+            let parts = parts_of(message.content)?;
+            request.messages.push(Message { role, parts });
+        }
+        for Object(tool) in wire.tools.unwrap_or_default() {
+            if tool.input_schema.is_none() && tool.has_type {
+                continue;
+            }
+            request.tools.push(Tool {
+                name: tool.name?,
+                description: tool.description,
+                parameters: tool
+                    .input_schema
+                    .unwrap_or_else(|| serde_json::json!({"type": "object"})),
+                kind: ToolKind::Function,
+                namespace: None,
+            });
+        }
+        decode_options(
+            &mut request,
+            wire.tool_choice.as_ref(),
+            wire.thinking.as_ref(),
+            wire.output_config.as_ref(),
+        )
+        .ok()?;
+        Some(request)
+    }
+
+    fn parts_of(content: Option<Content>) -> Option<Vec<Part>> {
+        let blocks = match content {
+            None => return Some(Vec::new()),
+            Some(Content::Text(text)) => return Some(vec![Part::Text { text }]),
+            Some(Content::Blocks(blocks)) => blocks,
+        };
+        let mut parts = Vec::with_capacity(blocks.len());
+        for Object(block) in blocks {
+            let part = match block.kind?.as_str() {
+                "text" => Part::Text { text: block.text? },
+                "image" => Part::Image {
+                    source: decode_image_source(block.source.as_ref(), "").ok()?,
+                },
+                "thinking" => Part::Thinking {
+                    text: block.thinking.unwrap_or_default(),
+                    signature: block.signature,
+                },
+                "redacted_thinking" => Part::RedactedThinking { data: block.data? },
+                "tool_use" => Part::ToolCall(ToolCall {
+                    id: block.id?,
+                    name: block.name?,
+                    arguments: arguments_text(block.input.as_ref()),
+                    kind: ToolKind::Function,
+                }),
+                "tool_result" => Part::ToolResult(ToolResult {
+                    call_id: block.tool_use_id?,
+                    name: None,
+                    content: parts_of(block.content)?
+                        .into_iter()
+                        .filter(|p| matches!(p, Part::Text { .. } | Part::Image { .. }))
+                        .collect(),
+                    is_error: block.is_error.unwrap_or(false),
+                }),
+                "document" => match block.source.as_ref().map(|s| (s.get("data"), s.get("type"))) {
+                    Some((Some(Value::String(text)), Some(Value::String(kind))))
+                        if kind == "text" =>
+                    {
+                        Part::Text { text: text.clone() }
+                    }
+                    _ => continue,
+                },
+                _ => continue,
+            };
+            parts.push(part);
+        }
+        Some(parts)
     }
 }
 

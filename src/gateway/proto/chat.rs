@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use bytes::Bytes;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use super::json::{self, arguments_text};
 use super::{StreamDecoder, StreamEncoder};
@@ -275,175 +275,298 @@ fn decode_user_content(content: Option<&Value>, path: &str) -> Result<Vec<Part>,
 }
 
 pub fn encode_request(request: &ir::Request, model: &str) -> Value {
-    let mut out = Map::new();
-    out.insert("model".into(), json!(model));
-    let mut messages: Vec<Value> = Vec::new();
-    if !request.system.is_empty() {
-        messages.push(json!({"role": "system", "content": request.system.join("\n\n")}));
+    serde_json::to_value(out::request(request, model)).expect("plain data serialises")
+}
+
+/// The upstream body as bytes, written straight from the IR (no `Value` tree in between).
+pub fn encode_request_bytes(request: &ir::Request, model: &str) -> Vec<u8> {
+    serde_json::to_vec(&out::request(request, model)).expect("plain data serialises")
+}
+
+/// Outbound wire types that borrow from the IR, so a request is serialised without copying
+/// its text into an intermediate tree.
+mod out {
+    use std::borrow::Cow;
+
+    use serde::Serialize;
+    use serde_json::{Value, json};
+
+    use crate::gateway::ir::{self, Part, Role, ToolChoice, ToolKind};
+
+    #[derive(Serialize)]
+    pub struct Request<'a> {
+        model: &'a str,
+        messages: Vec<Message<'a>>,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        tools: Vec<Tool<'a>>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        parallel_tool_calls: Option<bool>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        tool_choice: Option<Value>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        max_tokens: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        temperature: Option<f64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        top_p: Option<f64>,
+        #[serde(skip_serializing_if = "<[String]>::is_empty")]
+        stop: &'a [String],
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reasoning_effort: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        response_format: Option<Value>,
+        stream: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        stream_options: Option<Value>,
     }
-    for message in &request.messages {
-        match message.role {
-            Role::System => {
-                let text = joined_text(&message.parts);
-                if !text.is_empty() {
-                    messages.push(json!({"role": "system", "content": text}));
-                }
-            }
-            Role::User => encode_user(&message.parts, &mut messages),
-            Role::Assistant => {
-                let mut msg = Map::new();
-                msg.insert("role".into(), json!("assistant"));
-                let text = joined_text(&message.parts);
-                msg.insert(
-                    "content".into(),
-                    if text.is_empty() {
-                        Value::Null
-                    } else {
-                        json!(text)
-                    },
-                );
-                let thinking: Vec<&str> = message
-                    .parts
-                    .iter()
-                    .filter_map(|p| match p {
-                        Part::Thinking { text, .. } if !text.is_empty() => Some(text.as_str()),
-                        _ => None,
-                    })
-                    .collect();
-                if !thinking.is_empty() {
-                    msg.insert("reasoning_content".into(), json!(thinking.join("\n")));
-                }
-                let calls: Vec<Value> = message
-                    .parts
-                    .iter()
-                    .filter_map(|p| match p {
-                        Part::ToolCall(call) => Some(json!({"id": call.id, "type": "function", "function": {
-                            "name": call.name,
-                            "arguments": if call.kind == ToolKind::Custom { json!({"input": call.arguments}).to_string() } else { call.arguments.clone() },
-                        }})),
-                        _ => None,
-                    })
-                    .collect();
-                if !calls.is_empty() {
-                    msg.insert("tool_calls".into(), Value::Array(calls));
-                }
-                if text.is_empty()
-                    && !msg.contains_key("tool_calls")
-                    && !msg.contains_key("reasoning_content")
-                {
-                    continue;
-                }
-                messages.push(Value::Object(msg));
+
+    #[derive(Serialize)]
+    struct Message<'a> {
+        role: &'static str,
+        /// Always written: `null` for an assistant turn with only tool calls.
+        content: Option<Content<'a>>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        tool_call_id: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reasoning_content: Option<String>,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        tool_calls: Vec<ToolCall<'a>>,
+    }
+
+    impl<'a> Message<'a> {
+        fn text(role: &'static str, text: Cow<'a, str>) -> Message<'a> {
+            Message {
+                role,
+                content: Some(Content::Text(text)),
+                tool_call_id: None,
+                reasoning_content: None,
+                tool_calls: Vec::new(),
             }
         }
     }
-    out.insert("messages".into(), Value::Array(messages));
-    if !request.tools.is_empty() {
-        let tools: Vec<Value> = request
+
+    #[derive(Serialize)]
+    #[serde(untagged)]
+    enum Content<'a> {
+        Text(Cow<'a, str>),
+        Parts(Vec<ContentPart<'a>>),
+    }
+
+    #[derive(Serialize)]
+    #[serde(tag = "type", rename_all = "snake_case")]
+    enum ContentPart<'a> {
+        Text { text: &'a str },
+        ImageUrl { image_url: ImageUrl },
+    }
+
+    #[derive(Serialize)]
+    struct ImageUrl {
+        url: String,
+    }
+
+    #[derive(Serialize)]
+    struct ToolCall<'a> {
+        id: &'a str,
+        #[serde(rename = "type")]
+        kind: &'static str,
+        function: FunctionCall<'a>,
+    }
+
+    #[derive(Serialize)]
+    struct FunctionCall<'a> {
+        name: &'a str,
+        arguments: Cow<'a, str>,
+    }
+
+    #[derive(Serialize)]
+    struct Tool<'a> {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        function: Function<'a>,
+    }
+
+    #[derive(Serialize)]
+    struct Function<'a> {
+        name: &'a str,
+        parameters: &'a Value,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        description: Option<&'a str>,
+    }
+
+    pub fn request<'a>(request: &'a ir::Request, model: &'a str) -> Request<'a> {
+        let mut messages = Vec::new();
+        if !request.system.is_empty() {
+            messages.push(Message::text(
+                "system",
+                Cow::Owned(request.system.join("\n\n")),
+            ));
+        }
+        for message in &request.messages {
+            match message.role {
+                Role::System => {
+                    let text = joined_text(&message.parts);
+                    if !text.is_empty() {
+                        messages.push(Message::text("system", text));
+                    }
+                }
+                Role::User => user(&message.parts, &mut messages),
+                Role::Assistant => {
+                    let text = joined_text(&message.parts);
+                    let thinking: Vec<&str> = message
+                        .parts
+                        .iter()
+                        .filter_map(|p| match p {
+                            Part::Thinking { text, .. } if !text.is_empty() => Some(text.as_str()),
+                            _ => None,
+                        })
+                        .collect();
+                    let tool_calls: Vec<ToolCall> = message
+                        .parts
+                        .iter()
+                        .filter_map(|p| match p {
+                            Part::ToolCall(call) => Some(ToolCall {
+                                id: &call.id,
+                                kind: "function",
+                                function: FunctionCall {
+                                    name: &call.name,
+                                    arguments: if call.kind == ToolKind::Custom {
+                                        Cow::Owned(json!({"input": call.arguments}).to_string())
+                                    } else {
+                                        Cow::Borrowed(&call.arguments)
+                                    },
+                                },
+                            }),
+                            _ => None,
+                        })
+                        .collect();
+                    if text.is_empty() && tool_calls.is_empty() && thinking.is_empty() {
+                        continue;
+                    }
+                    messages.push(Message {
+                        role: "assistant",
+                        content: (!text.is_empty()).then_some(Content::Text(text)),
+                        tool_call_id: None,
+                        reasoning_content: (!thinking.is_empty()).then(|| thinking.join("\n")),
+                        tool_calls,
+                    });
+                }
+            }
+        }
+        let tools: Vec<Tool> = request
             .tools
             .iter()
-            .map(|t| {
-                let mut function = json!({"name": t.name, "parameters": t.parameters});
-                if let Some(d) = &t.description {
-                    function["description"] = json!(d);
-                }
-                json!({"type": "function", "function": function})
+            .map(|t| Tool {
+                kind: "function",
+                function: Function {
+                    name: &t.name,
+                    parameters: &t.parameters,
+                    description: t.description.as_deref(),
+                },
             })
             .collect();
-        out.insert("tools".into(), Value::Array(tools));
-        if let Some(parallel) = request.parallel_tool_calls {
-            out.insert("parallel_tool_calls".into(), json!(parallel));
-        }
-    }
-    if let Some(choice) = &request.tool_choice {
-        out.insert(
-            "tool_choice".into(),
-            match choice {
+        Request {
+            model,
+            messages,
+            parallel_tool_calls: request.parallel_tool_calls.filter(|_| !tools.is_empty()),
+            tools,
+            tool_choice: request.tool_choice.as_ref().map(|choice| match choice {
                 ToolChoice::Auto => json!("auto"),
                 ToolChoice::None => json!("none"),
                 ToolChoice::Required => json!("required"),
                 ToolChoice::Tool(name) => json!({"type": "function", "function": {"name": name}}),
-            },
-        );
-    }
-    if let Some(max) = request.max_tokens {
-        out.insert("max_tokens".into(), json!(max));
-    }
-    if let Some(t) = request.temperature {
-        out.insert("temperature".into(), json!(t));
-    }
-    if let Some(p) = request.top_p {
-        out.insert("top_p".into(), json!(p));
-    }
-    if !request.stop.is_empty() {
-        out.insert("stop".into(), json!(request.stop));
-    }
-    if let Some(reasoning) = &request.reasoning {
-        out.insert(
-            "reasoning_effort".into(),
-            json!(reasoning.effort_or_from_budget()),
-        );
-    }
-    if let Some(schema) = &request.json_schema {
-        out.insert(
-            "response_format".into(),
-            json!({"type": "json_schema", "json_schema": {"name": "answer", "schema": schema}}),
-        );
-    }
-    out.insert("stream".into(), json!(request.stream));
-    if request.stream {
-        out.insert("stream_options".into(), json!({"include_usage": true}));
-    }
-    Value::Object(out)
-}
-
-fn joined_text(parts: &[Part]) -> String {
-    parts
-        .iter()
-        .filter_map(|p| match p {
-            Part::Text { text } => Some(text.as_str()),
-            _ => None,
-        })
-        .collect::<Vec<_>>()
-        .join("")
-}
-
-/// A user turn: tool results become `tool` messages first (they must follow the assistant's
-/// calls), then the text and images beside them as a user message, so nothing is dropped.
-fn encode_user(parts: &[Part], messages: &mut Vec<Value>) {
-    let mut content: Vec<Value> = Vec::new();
-    for part in parts {
-        match part {
-            Part::ToolResult(result) => {
-                let mut text = result.text();
-                if result.is_error && !text.starts_with("Error") {
-                    text = format!("Error: {text}");
-                }
-                messages
-                    .push(json!({"role": "tool", "tool_call_id": result.call_id, "content": text}));
-                for inner in &result.content {
-                    if let Part::Image { source } = inner {
-                        content.push(
-                            json!({"type": "image_url", "image_url": {"url": source.to_url()}}),
-                        );
-                    }
-                }
-            }
-            Part::Text { text } => content.push(json!({"type": "text", "text": text})),
-            Part::Image { source } => {
-                content.push(json!({"type": "image_url", "image_url": {"url": source.to_url()}}))
-            }
-            _ => {}
+            }),
+            max_tokens: request.max_tokens,
+            temperature: request.temperature,
+            top_p: request.top_p,
+            stop: &request.stop,
+            reasoning_effort: request
+                .reasoning
+                .as_ref()
+                .map(ir::Reasoning::effort_or_from_budget),
+            response_format: request.json_schema.as_ref().map(|schema| {
+                json!({"type": "json_schema", "json_schema": {"name": "answer", "schema": schema}})
+            }),
+            stream: request.stream,
+            stream_options: request
+                .stream
+                .then(|| json!({"include_usage": true})),
         }
     }
-    if content.is_empty() {
-        return;
+
+    /// The text parts joined (borrowed when there is just one).
+    pub(super) fn joined_text(parts: &[Part]) -> Cow<'_, str> {
+        let mut texts = parts.iter().filter_map(|p| match p {
+            Part::Text { text } => Some(text.as_str()),
+            _ => None,
+        });
+        let Some(first) = texts.next() else {
+            return Cow::Borrowed("");
+        };
+        match texts.next() {
+            None => Cow::Borrowed(first),
+            Some(second) => {
+                let mut all = format!("{first}{second}");
+                texts.for_each(|t| all.push_str(t));
+                Cow::Owned(all)
+            }
+        }
     }
-    if content.iter().all(|c| c["type"] == "text") {
-        let text: Vec<&str> = content.iter().filter_map(|c| c["text"].as_str()).collect();
-        messages.push(json!({"role": "user", "content": text.join("\n")}));
-    } else {
-        messages.push(json!({"role": "user", "content": content}));
+
+    /// A user turn: tool results become `tool` messages first (they must follow the
+    /// assistant's calls), then the text and images beside them as a user message, so
+    /// nothing is dropped.
+    fn user<'a>(parts: &'a [Part], messages: &mut Vec<Message<'a>>) {
+        let mut content: Vec<ContentPart> = Vec::new();
+        for part in parts {
+            match part {
+                Part::ToolResult(result) => {
+                    let mut text = result.text();
+                    if result.is_error && !text.starts_with("Error") {
+                        text = format!("Error: {text}");
+                    }
+                    let mut message = Message::text("tool", Cow::Owned(text));
+                    message.tool_call_id = Some(&result.call_id);
+                    messages.push(message);
+                    for inner in &result.content {
+                        if let Part::Image { source } = inner {
+                            content.push(ContentPart::ImageUrl {
+                                image_url: ImageUrl {
+                                    url: source.to_url(),
+                                },
+                            });
+                        }
+                    }
+                }
+                Part::Text { text } => content.push(ContentPart::Text { text }),
+                Part::Image { source } => content.push(ContentPart::ImageUrl {
+                    image_url: ImageUrl {
+                        url: source.to_url(),
+                    },
+                }),
+                _ => {}
+            }
+        }
+        if content.is_empty() {
+            return;
+        }
+        let texts: Option<Vec<&str>> = content
+            .iter()
+            .map(|c| match c {
+                ContentPart::Text { text } => Some(*text),
+                ContentPart::ImageUrl { .. } => None,
+            })
+            .collect();
+        messages.push(match texts {
+            Some(texts) if texts.len() == 1 => Message::text("user", Cow::Borrowed(texts[0])),
+            Some(texts) => Message::text("user", Cow::Owned(texts.join("\n"))),
+            None => Message {
+                role: "user",
+                content: Some(Content::Parts(content)),
+                tool_call_id: None,
+                reasoning_content: None,
+                tool_calls: Vec::new(),
+            },
+        });
     }
 }
 
@@ -544,7 +667,7 @@ pub fn decode_response(body: &[u8]) -> Result<ir::Response, ApiError> {
 }
 
 pub fn encode_response(response: &ir::Response) -> Value {
-    let text = joined_text(&response.parts);
+    let text = out::joined_text(&response.parts);
     let mut message = json!({"role": "assistant", "content": if text.is_empty() { Value::Null } else { json!(text) }});
     let thinking: Vec<&str> = response
         .parts

@@ -101,6 +101,15 @@ pub fn encode_request(protocol: Protocol, request: &ir::Request, model: &str) ->
     }
 }
 
+/// The upstream request body for `request` in `protocol`, as bytes ready to send.
+pub fn encode_request_bytes(protocol: Protocol, request: &ir::Request, model: &str) -> Vec<u8> {
+    match protocol {
+        Protocol::Chat => chat::encode_request_bytes(request, model),
+        _ => serde_json::to_vec(&encode_request(protocol, request, model))
+            .expect("a JSON value serialises"),
+    }
+}
+
 /// Decode an upstream's non-streaming answer.
 pub fn decode_response(protocol: Protocol, body: &[u8]) -> Result<ir::Response, ApiError> {
     match protocol {
