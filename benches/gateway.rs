@@ -742,7 +742,10 @@ fn micro() {
             samples.push(t.elapsed());
         }
         samples.sort();
-        println!("{name:<40} {:>8.1} us", samples[samples.len() / 2].as_secs_f64() * 1e6);
+        println!(
+            "{name:<40} {:>8.1} us",
+            samples[samples.len() / 2].as_secs_f64() * 1e6
+        );
     };
     time("decode anthropic request", &mut || {
         std::hint::black_box(proto::decode_request(Protocol::Anthropic, &body, None).unwrap());
@@ -752,7 +755,11 @@ fn micro() {
         std::hint::black_box(request.estimate_tokens());
     });
     time("encode chat request (to bytes)", &mut || {
-        std::hint::black_box(proto::encode_request_bytes(Protocol::Chat, &request, "fast"));
+        std::hint::black_box(proto::encode_request_bytes(
+            Protocol::Chat,
+            &request,
+            "fast",
+        ));
     });
     let mut chunks = Vec::new();
     for i in 0..20 {

@@ -97,7 +97,11 @@ fn launch_agent(args: LaunchArgs, paths: &Paths) -> Result<i32, Error> {
     // Interactive launches on a terminal run in a session that outlives this terminal.
     let on_terminal = std::io::IsTerminal::is_terminal(&std::io::stdin())
         && std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let held = config.launcher.guard && !args.no_guard && !code.mode.headless && on_terminal;
+    let held = config.launcher.guard
+        && !args.no_guard
+        && !args.dry_run
+        && !code.mode.headless
+        && on_terminal;
     let request = LaunchRequest {
         code: Some(code),
         model: args.model.clone(),

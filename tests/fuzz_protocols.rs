@@ -289,7 +289,8 @@ fn the_typed_anthropic_decoder_takes_real_requests() {
         seed_request(Protocol::Anthropic).to_string(),
         claude_code.to_string(),
     ] {
-        let (typed, value) = clutch::gateway::proto::anthropic::decode_request_both(body.as_bytes());
+        let (typed, value) =
+            clutch::gateway::proto::anthropic::decode_request_both(body.as_bytes());
         assert_eq!(typed.expect("the typed path takes it"), value.unwrap());
     }
 }

@@ -25,9 +25,7 @@ pub fn decode_request(body: &[u8]) -> Result<ir::Request, ApiError> {
 
 /// Both decoding paths, for tests that hold them to the same answers.
 #[doc(hidden)]
-pub fn decode_request_both(
-    body: &[u8],
-) -> (Option<ir::Request>, Result<ir::Request, ApiError>) {
+pub fn decode_request_both(body: &[u8]) -> (Option<ir::Request>, Result<ir::Request, ApiError>) {
     (wire::decode(body), decode_request_value(body))
 }
 
@@ -464,7 +462,11 @@ mod wire {
                         .collect(),
                     is_error: block.is_error.unwrap_or(false),
                 }),
-                "document" => match block.source.as_ref().map(|s| (s.get("data"), s.get("type"))) {
+                "document" => match block
+                    .source
+                    .as_ref()
+                    .map(|s| (s.get("data"), s.get("type")))
+                {
                     Some((Some(Value::String(text)), Some(Value::String(kind))))
                         if kind == "text" =>
                     {
