@@ -8,6 +8,9 @@
 //! cold start to first answer, and gateway RSS idle and after 100k requests.
 //!
 //! The fake upstream runs as a separate process (this binary re-executed with `fake`).
+//! Other modes (after `--`): `micro` times each stage of one agent-shaped translation
+//! in-process; `soak` and `failover` are the resilience runs (see `gateway/soak.rs`);
+//! `load URL small|chat|agent CONCURRENCY SECONDS` drives one target, for profiling.
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
