@@ -141,6 +141,19 @@ fn stand_in(clutch: &Clutch, agent: &str, script: &str) -> std::path::PathBuf {
     bin
 }
 
+/// Whether tmux (the outer terminal of these tests) is here; CI must have it.
+fn tmux_available() -> bool {
+    if which::which("tmux").is_ok() {
+        return true;
+    }
+    assert!(
+        std::env::var("CLUTCH_REQUIRE_AGENTS").is_err(),
+        "tmux is needed; .ci/run installs it"
+    );
+    eprintln!("skipped: tmux is not installed");
+    false
+}
+
 /// Ends every session of a sandbox when dropped, so a failing test leaves no holder behind.
 struct EndSessions<'a>(&'a Clutch);
 
@@ -178,12 +191,7 @@ fn wait_state(clutch: &Clutch, name: &str, state: &str) {
 
 #[test]
 fn a_session_outlives_its_terminal_and_comes_back_as_it_was() {
-    if which::which("tmux").is_err() {
-        assert!(
-            std::env::var("CLUTCH_REQUIRE_AGENTS").is_err(),
-            "tmux is needed; .ci/run installs it"
-        );
-        eprintln!("skipped: tmux is not installed");
+    if !tmux_available() {
         return;
     }
     let clutch = Clutch::new();
@@ -295,12 +303,7 @@ fn json_file(path: std::path::PathBuf) -> serde_json::Value {
 
 #[test]
 fn after_a_crash_restore_resumes_each_lost_session_by_id_or_continues_it() {
-    if which::which("tmux").is_err() {
-        assert!(
-            std::env::var("CLUTCH_REQUIRE_AGENTS").is_err(),
-            "tmux is needed; .ci/run installs it"
-        );
-        eprintln!("skipped: tmux is not installed");
+    if !tmux_available() {
         return;
     }
     let clutch = Clutch::new();
@@ -472,12 +475,7 @@ fn clutch_processes(home: &std::path::Path) -> Vec<(i32, String)> {
 
 #[test]
 fn a_full_screen_agent_outlives_every_other_clutch_process_and_restarts_after_a_signal() {
-    if which::which("tmux").is_err() {
-        assert!(
-            std::env::var("CLUTCH_REQUIRE_AGENTS").is_err(),
-            "tmux is needed; .ci/run installs it"
-        );
-        eprintln!("skipped: tmux is not installed");
+    if !tmux_available() {
         return;
     }
     let port = std::net::TcpListener::bind("127.0.0.1:0")
