@@ -10,7 +10,7 @@
 //! The fake upstream runs as a separate process (this binary re-executed with `fake`).
 //! Other modes (after `--`): `micro` times each stage of one agent-shaped translation
 //! in-process; `soak` and `failover` are the resilience runs (see `gateway/soak.rs`);
-//! `load URL small|chat|agent CONCURRENCY SECONDS` drives one target, for profiling.
+//! `load URL small|chat|agent|agent-chat CONCURRENCY SECONDS` drives one target, for profiling.
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -49,7 +49,7 @@ fn main() {
         micro();
         return;
     }
-    // `load URL small|agent CONCURRENCY SECONDS`: drive one target (for profiling).
+    // `load URL small|chat|agent|agent-chat CONCURRENCY SECONDS`: drive one target (for profiling).
     if args.get(1).map(String::as_str) == Some("load") {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -59,6 +59,7 @@ fn main() {
         runtime.block_on(async {
             let body = match args[3].as_str() {
                 "agent" => agent_request_anthropic(),
+                "agent-chat" => agent_request_chat(&agent_request_anthropic()),
                 "chat" => small_chat(),
                 _ => small_anthropic(),
             };

@@ -506,3 +506,52 @@ fn same_protocol_traffic_is_forwarded_with_only_the_model_rewritten() {
         "the agent's key is not forwarded"
     );
 }
+
+/// A client that hangs up mid-stream cancels the upstream request: the gateway drops its
+/// connection to the provider instead of reading an answer nobody will see. Checked for a
+/// translated stream (Anthropic client, chat upstream) and a forwarded one (chat to chat).
+#[test]
+fn a_client_hanging_up_mid_stream_cancels_the_upstream_request() {
+    use std::io::{Read, Write};
+    use std::time::Duration;
+    let b = bench("chat");
+    let address = b.gateway.url.trim_start_matches("http://").to_string();
+    for (path, body) in [
+        ("/v1/messages", minimal("anthropic", true)),
+        ("/v1/chat/completions", minimal("chat", true)),
+    ] {
+        let (hung_up, told) = std::sync::mpsc::channel();
+        let first = json!({"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m",
+            "choices": [{"index": 0, "delta": {"role": "assistant", "content": "partial"}, "finish_reason": null}]});
+        b.fake.script([Reply::Hang {
+            first: format!("data: {first}\n\n"),
+            hung_up,
+        }]);
+        let mut socket = std::net::TcpStream::connect(&address).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let body = body.to_string();
+        write!(
+            socket,
+            "POST {path} HTTP/1.1\r\nhost: {address}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut seen = Vec::new();
+        let mut buffer = [0u8; 4096];
+        while !String::from_utf8_lossy(&seen).contains("partial") {
+            let n = socket.read(&mut buffer).expect("the first event arrives");
+            assert!(n > 0, "{path}: the gateway closed before the first event");
+            seen.extend_from_slice(&buffer[..n]);
+        }
+        assert!(
+            told.try_recv().is_err(),
+            "{path}: the upstream stream is still open while the client reads"
+        );
+        drop(socket);
+        told.recv_timeout(Duration::from_secs(5))
+            .unwrap_or_else(|_| panic!("{path}: the upstream request was not cancelled"));
+    }
+    b.still_healthy();
+}

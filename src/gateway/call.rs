@@ -6,10 +6,11 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::http::{HeaderMap, HeaderValue};
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::Response;
-use bytes::Bytes;
-use futures_util::StreamExt as _;
+use bytes::{Bytes, BytesMut};
+use http_body_util::BodyExt as _;
+use hyper::body::Incoming;
 use serde_json::Value;
 
 use super::Gateway;
@@ -17,7 +18,7 @@ use super::ir::{self, ApiError, ErrorKind, StreamEvent};
 use super::proto::{self, Protocol};
 use super::server::json_response;
 use super::sse;
-use super::upstream::{self, Provider, Timeouts};
+use super::upstream::{self, Provider, Timeouts, UpstreamResponse};
 
 /// How a failed attempt should be handled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,10 +104,7 @@ pub struct Call {
 }
 
 /// Headers a same-protocol client sends that the provider must see too.
-fn forwarded_headers(
-    protocol: Protocol,
-    headers: &HeaderMap,
-) -> Vec<(reqwest::header::HeaderName, HeaderValue)> {
+fn forwarded_headers(protocol: Protocol, headers: &HeaderMap) -> Vec<(HeaderName, HeaderValue)> {
     let names: &[&str] = match protocol {
         Protocol::Anthropic => &["anthropic-version", "anthropic-beta"],
         Protocol::Chat | Protocol::Responses => &["openai-beta"],
@@ -117,7 +115,7 @@ fn forwarded_headers(
         .filter_map(|name| {
             headers
                 .get(*name)
-                .map(|v| (reqwest::header::HeaderName::from_static(name), v.clone()))
+                .map(|v| (HeaderName::from_static(name), v.clone()))
         })
         .collect()
 }
@@ -146,8 +144,8 @@ impl Call {
         &self,
         body: Bytes,
         query: Option<&str>,
-        passthrough: &[(reqwest::header::HeaderName, HeaderValue)],
-    ) -> Result<reqwest::Response, Failure> {
+        passthrough: &[(HeaderName, HeaderValue)],
+    ) -> Result<UpstreamResponse, Failure> {
         let url = self
             .provider
             .endpoint(&self.model, self.stream, query)
@@ -176,10 +174,11 @@ impl Call {
             return Ok(response);
         }
         let retry_after = upstream::retry_after(response.headers());
-        let body = tokio::time::timeout(self.timeouts.idle, response.bytes())
+        let body = tokio::time::timeout(self.timeouts.idle, response.into_body().collect())
             .await
             .ok()
             .and_then(Result::ok)
+            .map(|collected| collected.to_bytes())
             .unwrap_or_default();
         Err(Failure::from_status(
             upstream::status_error(&self.provider, status, retry_after, &body),
@@ -187,36 +186,37 @@ impl Call {
         ))
     }
 
-    async fn whole_body(&self, response: reqwest::Response) -> Result<Bytes, Failure> {
-        let body = match tokio::time::timeout(self.timeouts.total, response.bytes()).await {
-            Err(_) => {
-                return Err(Failure::new(
-                    ApiError::new(
-                        ErrorKind::Timeout,
-                        format!(
-                            "provider `{}` did not finish its answer in time",
-                            self.provider.name
+    async fn whole_body(&self, response: UpstreamResponse) -> Result<Bytes, Failure> {
+        let body =
+            match tokio::time::timeout(self.timeouts.total, response.into_body().collect()).await {
+                Err(_) => {
+                    return Err(Failure::new(
+                        ApiError::new(
+                            ErrorKind::Timeout,
+                            format!(
+                                "provider `{}` did not finish its answer in time",
+                                self.provider.name
+                            ),
                         ),
-                    ),
-                    Class::Retryable,
-                ));
-            }
-            Ok(Err(err)) => {
-                return Err(Failure::new(
-                    ApiError {
-                        status: 502,
-                        kind: ErrorKind::Api,
-                        message: format!(
-                            "provider `{}` broke off its answer: {err}",
-                            self.provider.name
-                        ),
-                        retry_after: None,
-                    },
-                    Class::Retryable,
-                ));
-            }
-            Ok(Ok(body)) => body,
-        };
+                        Class::Retryable,
+                    ));
+                }
+                Ok(Err(err)) => {
+                    return Err(Failure::new(
+                        ApiError {
+                            status: 502,
+                            kind: ErrorKind::Api,
+                            message: format!(
+                                "provider `{}` broke off its answer: {err}",
+                                self.provider.name
+                            ),
+                            retry_after: None,
+                        },
+                        Class::Retryable,
+                    ));
+                }
+                Ok(Ok(collected)) => collected.to_bytes(),
+            };
         if body.iter().all(u8::is_ascii_whitespace) {
             return Err(Failure::new(self.empty(), Class::Soft));
         }
@@ -288,44 +288,16 @@ impl Call {
             Err(error) => return Err(Failure::from_event(error)),
             Ok(events) => track_usage(&mut usage, &events),
         }
-        Ok(stream_response(move |tx| async move {
-            if tx.send(Ok(first.raw)).await.is_err() {
-                return;
-            }
-            loop {
-                let next = tokio::select! {
-                    next = upstream.next(self.timeouts.idle) => next,
-                    () = tx.closed() => return,
-                };
-                match next {
-                    Ok(Some(event)) => {
-                        match decoder.event(&event) {
-                            Err(error) => {
-                                send_all(&tx, proto::stream_error(protocol, &error)).await;
-                                return;
-                            }
-                            Ok(events) => track_usage(&mut usage, &events),
-                        }
-                        if tx.send(Ok(event.raw)).await.is_err() {
-                            return;
-                        }
-                    }
-                    Ok(None) => {
-                        let _ = decoder.finish();
-                        self.record_usage(&usage);
-                        if !decoder.complete() {
-                            let error = early_end(&self.provider);
-                            send_all(&tx, proto::stream_error(protocol, &error)).await;
-                        }
-                        return;
-                    }
-                    Err(error) => {
-                        send_all(&tx, proto::stream_error(protocol, &error)).await;
-                        return;
-                    }
-                }
-            }
-        }))
+        Ok(Relay {
+            head: BytesMut::from(&first.raw[..]),
+            call: self,
+            upstream,
+            decoder,
+            encoder: None,
+            usage,
+            done: false,
+        }
+        .into_response())
     }
 
     /// Different protocols: decode to the IR, encode for the provider, and back.
@@ -392,51 +364,22 @@ impl Call {
                 },
             }
         }
-        Ok(stream_response(move |tx| async move {
-            let mut usage = ir::Usage::default();
-            track_usage(&mut usage, &pending);
-            for event in &pending {
-                if !send_all(&tx, encoder.event(event)).await {
-                    return;
-                }
-            }
-            loop {
-                let next = tokio::select! {
-                    next = upstream.next(self.timeouts.idle) => next,
-                    () = tx.closed() => return,
-                };
-                match next {
-                    Ok(Some(event)) => match decoder.event(&event) {
-                        Ok(events) => {
-                            track_usage(&mut usage, &events);
-                            for event in &events {
-                                if !send_all(&tx, encoder.event(event)).await {
-                                    return;
-                                }
-                            }
-                        }
-                        Err(error) => {
-                            send_all(&tx, encoder.error(&self.named(error))).await;
-                            return;
-                        }
-                    },
-                    Ok(None) => {
-                        self.record_usage(&usage);
-                        for event in &decoder.finish() {
-                            send_all(&tx, encoder.event(event)).await;
-                        }
-                        if !decoder.complete() {
-                            send_all(&tx, encoder.error(&early_end(&self.provider))).await;
-                        }
-                        return;
-                    }
-                    Err(error) => {
-                        send_all(&tx, encoder.error(&error)).await;
-                        return;
-                    }
-                }
-            }
-        }))
+        let mut usage = ir::Usage::default();
+        track_usage(&mut usage, &pending);
+        let mut head = BytesMut::new();
+        for event in &pending {
+            extend(&mut head, encoder.event(event));
+        }
+        Ok(Relay {
+            head,
+            call: self,
+            upstream,
+            decoder,
+            encoder: Some(encoder),
+            usage,
+            done: false,
+        }
+        .into_response())
     }
 
     /// Count a completed answer against today's budgets.
@@ -465,7 +408,7 @@ impl Call {
     /// replayed as a stream, or its error returned.
     async fn non_stream_answer_to_stream(
         self,
-        response: reqwest::Response,
+        response: UpstreamResponse,
         request: Option<ir::Request>,
     ) -> Result<Response, Failure> {
         let protocol = self.protocol;
@@ -493,13 +436,11 @@ impl Call {
             },
         };
         let mut encoder = proto::stream_encoder(protocol, &request);
-        let mut frames = Vec::new();
+        let mut body = BytesMut::new();
         for event in replay(&answer) {
-            frames.extend(encoder.event(&event));
+            extend(&mut body, encoder.event(&event));
         }
-        Ok(stream_response(move |tx| async move {
-            send_all(&tx, frames).await;
-        }))
+        Ok(event_stream_response(Body::from(body.freeze())))
     }
 }
 
@@ -578,47 +519,127 @@ fn early_end(provider: &Provider) -> ApiError {
     }
 }
 
-fn is_event_stream(response: &reqwest::Response) -> bool {
+fn is_event_stream(response: &UpstreamResponse) -> bool {
     response
         .headers()
-        .get(reqwest::header::CONTENT_TYPE)
+        .get(axum::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_none_or(|v| v.contains("event-stream"))
 }
 
-type Frame = Result<Bytes, std::io::Error>;
-
-/// Send frames in order; false once the client is gone.
-async fn send_all(tx: &tokio::sync::mpsc::Sender<Frame>, frames: Vec<Bytes>) -> bool {
+fn extend(out: &mut BytesMut, frames: Vec<Bytes>) {
     for frame in frames {
-        if tx.send(Ok(frame)).await.is_err() {
-            return false;
-        }
+        out.extend_from_slice(&frame);
     }
-    true
 }
 
-/// A streaming response fed by `produce`, which runs as its own task. When the client goes
-/// away the channel closes, `produce` stops, and dropping the upstream response cancels it.
-fn stream_response<F, Fut>(produce: F) -> Response
-where
-    F: FnOnce(tokio::sync::mpsc::Sender<Frame>) -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Frame>(32);
-    tokio::spawn(produce(tx));
-    let stream = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+fn event_stream_response(body: Body) -> Response {
     Response::builder()
         .status(200)
         .header("content-type", "text/event-stream")
         .header("cache-control", "no-cache")
-        .body(Body::from_stream(stream))
+        .body(body)
         .expect("static parts")
+}
+
+/// The client's side of a committed stream. Each piece it hands out is everything one
+/// upstream read produced, translated (or, for the same protocol, forwarded as received),
+/// so a burst of upstream events becomes one write. The body is pulled by the server as
+/// the client reads; when the client goes away the body is dropped, and with it the
+/// upstream response, which cancels the upstream request.
+struct Relay {
+    /// What was read before the commit point, ready to go out first.
+    head: BytesMut,
+    call: Call,
+    upstream: EventStream,
+    decoder: Box<dyn proto::StreamDecoder>,
+    /// None: the client speaks the upstream's protocol and gets its events as they came.
+    encoder: Option<Box<dyn proto::StreamEncoder>>,
+    usage: ir::Usage,
+    done: bool,
+}
+
+impl Relay {
+    fn into_response(self) -> Response {
+        let stream = futures_util::stream::unfold(self, |mut relay| async move {
+            let chunk = relay.next_chunk().await?;
+            Some((Ok::<_, std::io::Error>(chunk), relay))
+        });
+        event_stream_response(Body::from_stream(stream))
+    }
+
+    async fn next_chunk(&mut self) -> Option<Bytes> {
+        let mut out = std::mem::take(&mut self.head);
+        loop {
+            while !self.done
+                && let Some(event) = self.upstream.ready()
+            {
+                self.pass(&event, &mut out);
+            }
+            if !out.is_empty() || self.done {
+                break;
+            }
+            match self.upstream.next(self.call.timeouts.idle).await {
+                Ok(Some(event)) => self.pass(&event, &mut out),
+                Ok(None) => self.end(&mut out),
+                Err(error) => self.fail(&error, &mut out),
+            }
+        }
+        (!out.is_empty()).then(|| out.freeze())
+    }
+
+    fn pass(&mut self, event: &sse::Event, out: &mut BytesMut) {
+        match self.decoder.event(event) {
+            Ok(events) => {
+                track_usage(&mut self.usage, &events);
+                match &mut self.encoder {
+                    Some(encoder) => {
+                        for event in &events {
+                            extend(out, encoder.event(event));
+                        }
+                    }
+                    None => out.extend_from_slice(&event.raw),
+                }
+            }
+            // An error the upstream reported in its stream.
+            Err(error) => {
+                let error = match self.encoder {
+                    Some(_) => self.call.named(error),
+                    None => error,
+                };
+                self.fail(&error, out);
+            }
+        }
+    }
+
+    fn end(&mut self, out: &mut BytesMut) {
+        self.call.record_usage(&self.usage);
+        let owed = self.decoder.finish();
+        if let Some(encoder) = &mut self.encoder {
+            for event in &owed {
+                extend(out, encoder.event(event));
+            }
+        }
+        if self.decoder.complete() {
+            self.done = true;
+        } else {
+            self.fail(&early_end(&self.call.provider), out);
+        }
+    }
+
+    fn fail(&mut self, error: &ApiError, out: &mut BytesMut) {
+        let frames = match &mut self.encoder {
+            Some(encoder) => encoder.error(error),
+            None => proto::stream_error(self.call.protocol, error),
+        };
+        extend(out, frames);
+        self.done = true;
+    }
 }
 
 /// SSE events from an upstream response, with the idle and total timeouts applied.
 struct EventStream {
-    body: futures_util::stream::BoxStream<'static, reqwest::Result<Bytes>>,
+    body: Incoming,
     parser: sse::Parser,
     pending: std::collections::VecDeque<sse::Event>,
     deadline: tokio::time::Instant,
@@ -626,14 +647,19 @@ struct EventStream {
 }
 
 impl EventStream {
-    fn new(response: reqwest::Response, timeouts: Timeouts) -> EventStream {
+    fn new(response: UpstreamResponse, timeouts: Timeouts) -> EventStream {
         EventStream {
-            body: response.bytes_stream().boxed(),
+            body: response.into_body(),
             parser: sse::Parser::new(),
             pending: Default::default(),
             deadline: tokio::time::Instant::now() + timeouts.total,
             ended: false,
         }
+    }
+
+    /// An event already read and parsed, if there is one; never waits.
+    fn ready(&mut self) -> Option<sse::Event> {
+        self.pending.pop_front()
     }
 
     /// The next event; `None` when the upstream closed the stream.
@@ -646,7 +672,7 @@ impl EventStream {
                 return Ok(None);
             }
             let limit = (tokio::time::Instant::now() + wait).min(self.deadline);
-            match tokio::time::timeout_at(limit, self.body.next()).await {
+            match tokio::time::timeout_at(limit, self.body.frame()).await {
                 Err(_) => {
                     return Err(ApiError::new(
                         ErrorKind::Timeout,
@@ -665,15 +691,20 @@ impl EventStream {
                         retry_after: None,
                     });
                 }
-                Ok(Some(Ok(chunk))) => match self.parser.push(&chunk) {
-                    Ok(events) => self.pending.extend(events),
-                    Err(why) => {
-                        return Err(ApiError::new(
-                            ErrorKind::Api,
-                            format!("the provider's stream is malformed: {why}"),
-                        ));
+                Ok(Some(Ok(frame))) => {
+                    let Ok(chunk) = frame.into_data() else {
+                        continue; // trailers carry no events
+                    };
+                    match self.parser.push(&chunk) {
+                        Ok(events) => self.pending.extend(events),
+                        Err(why) => {
+                            return Err(ApiError::new(
+                                ErrorKind::Api,
+                                format!("the provider's stream is malformed: {why}"),
+                            ));
+                        }
                     }
-                },
+                }
             }
         }
     }

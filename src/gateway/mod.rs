@@ -33,7 +33,7 @@ pub struct Gateway {
     /// Everything that comes from the config files; swapped whole on reload, so a request
     /// in flight finishes on the snapshot it started with.
     pub routing: arc_swap::ArcSwap<Routing>,
-    pub client: reqwest::Client,
+    pub client: upstream::Client,
     started: Instant,
     pub stats: Stats,
     pub breakers: breaker::Breakers,
@@ -375,19 +375,23 @@ pub fn listen_address(config: &Config, listen: Option<&str>) -> Result<SocketAdd
     let text = match listen {
         Some(text) => text.to_string(),
         None => {
-            let url = reqwest::Url::parse(config.gateway.url.as_str()).map_err(|e| {
+            let url: axum::http::Uri = config.gateway.url.as_str().parse().map_err(|e| {
                 Error::Usage(format!(
                     "gateway.url `{}` is not a URL: {e}",
                     config.gateway.url.as_str()
                 ))
             })?;
-            let host = url.host_str().unwrap_or("127.0.0.1");
+            let host = url.host().unwrap_or("127.0.0.1");
             let host = if host == "localhost" {
                 "127.0.0.1"
             } else {
                 host.trim_start_matches('[').trim_end_matches(']')
             };
-            let port = url.port_or_known_default().unwrap_or(8082);
+            let port = url.port_u16().unwrap_or(match url.scheme_str() {
+                Some("https") => 443,
+                Some("http") => 80,
+                _ => 8082,
+            });
             match host.parse::<IpAddr>() {
                 Ok(ip) => SocketAddr::new(ip, port).to_string(),
                 Err(_) => {

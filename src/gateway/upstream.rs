@@ -4,8 +4,12 @@
 
 use std::time::Duration;
 
+use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use axum::http::{Request, Uri};
 use bytes::Bytes;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use http_body_util::Full;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::ir::{ApiError, ErrorKind};
 use super::proto::Protocol;
@@ -20,7 +24,7 @@ pub struct Provider {
     pub keys: Vec<String>,
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// The model-call endpoint, parsed once (every protocol but Gemini has one fixed URL).
-    endpoint: Option<reqwest::Url>,
+    endpoint: Option<Uri>,
 }
 
 impl Provider {
@@ -43,9 +47,8 @@ impl Provider {
         };
         if provider.format != Protocol::Gemini {
             let url = provider.url("", false, None);
-            provider.endpoint = Some(
-                reqwest::Url::parse(&url).map_err(|e| format!("providers.{name}.base_url: {e}"))?,
-            );
+            provider.endpoint =
+                Some(parse_uri(&url).map_err(|e| format!("providers.{name}.base_url: {e}"))?);
         }
         Ok(provider)
     }
@@ -56,12 +59,11 @@ impl Provider {
         model: &str,
         stream: bool,
         anthropic_query: Option<&str>,
-    ) -> Result<reqwest::Url, String> {
+    ) -> Result<Uri, String> {
         match (&self.endpoint, anthropic_query) {
             (Some(url), None) => Ok(url.clone()),
             (Some(url), Some("")) => Ok(url.clone()),
-            _ => reqwest::Url::parse(&self.url(model, stream, anthropic_query))
-                .map_err(|e| e.to_string()),
+            _ => parse_uri(&self.url(model, stream, anthropic_query)),
         }
     }
 
@@ -90,7 +92,7 @@ impl Provider {
     ) -> HeaderMap {
         let mut headers = HeaderMap::new();
         headers.insert(
-            reqwest::header::CONTENT_TYPE,
+            header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
         for (name, value) in passthrough {
@@ -108,7 +110,7 @@ impl Provider {
                 }
                 Protocol::Chat | Protocol::Responses => {
                     if let Ok(bearer) = HeaderValue::from_str(&format!("Bearer {key}")) {
-                        headers.insert(reqwest::header::AUTHORIZATION, bearer);
+                        headers.insert(header::AUTHORIZATION, bearer);
                     }
                 }
             }
@@ -141,29 +143,58 @@ impl Timeouts {
     }
 }
 
-/// The shared HTTP client: pooled, keep-alive, with the connect timeout.
-pub fn client(config: &GatewayConfig) -> reqwest::Client {
-    reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(config.connect_timeout_secs))
+/// The shared HTTP client: hyper's pooled keep-alive client over plain TCP or rustls (HTTP/2
+/// when the provider offers it), with the connect timeout. No redirects, no proxy from the
+/// environment: a provider URL means exactly that host.
+pub type Client =
+    hyper_util::client::legacy::Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// A provider's answer, its body still to be read.
+pub type UpstreamResponse = axum::http::Response<hyper::body::Incoming>;
+
+pub fn client(config: &GatewayConfig) -> Client {
+    let mut tcp = HttpConnector::new();
+    tcp.set_nodelay(true);
+    tcp.enforce_http(false);
+    tcp.set_connect_timeout(Some(Duration::from_secs(config.connect_timeout_secs)));
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_webpki_roots()
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(tcp);
+    hyper_util::client::legacy::Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(90))
         .pool_max_idle_per_host(64)
-        .tcp_nodelay(true)
-        .no_proxy()
-        .build()
-        .expect("the HTTP client builds with static settings")
+        .pool_timer(TokioTimer::new())
+        .build(connector)
+}
+
+fn parse_uri(url: &str) -> Result<Uri, String> {
+    let uri: Uri = url
+        .parse()
+        .map_err(|e| format!("`{url}` is not a URL: {e}"))?;
+    match uri.scheme_str() {
+        Some("http" | "https") if uri.host().is_some() => Ok(uri),
+        _ => Err(format!("`{url}` is not an http:// or https:// URL")),
+    }
 }
 
 /// POST `body` and wait for the response headers, within the first-byte timeout.
 pub async fn send(
-    client: &reqwest::Client,
+    client: &Client,
     provider: &Provider,
-    url: reqwest::Url,
+    url: Uri,
     headers: HeaderMap,
     body: Bytes,
     timeouts: Timeouts,
-) -> Result<reqwest::Response, ApiError> {
-    let request = client.post(url).headers(headers).body(body);
-    match tokio::time::timeout(timeouts.first_byte, request.send()).await {
+) -> Result<UpstreamResponse, ApiError> {
+    let shown = url.clone();
+    let mut request = Request::post(url)
+        .body(Full::new(body))
+        .expect("a parsed URI and a POST make a request");
+    *request.headers_mut() = headers;
+    match tokio::time::timeout(timeouts.first_byte, client.request(request)).await {
         Err(_) => Err(ApiError {
             status: 504,
             kind: ErrorKind::Timeout,
@@ -179,7 +210,7 @@ pub async fn send(
             message: format!(
                 "cannot reach provider `{}` ({}): {}",
                 provider.name,
-                err.url().map_or("?", |u| redact_url(u.as_str())),
+                redact_url(&shown.to_string()),
                 error_chain(&err)
             ),
             retry_after: None,
@@ -236,9 +267,9 @@ pub fn status_error(
 }
 
 /// Seconds from a `Retry-After` header (delta-seconds form).
-pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<u64> {
+pub fn retry_after(headers: &HeaderMap) -> Option<u64> {
     headers
-        .get(reqwest::header::RETRY_AFTER)?
+        .get(header::RETRY_AFTER)?
         .to_str()
         .ok()?
         .trim()

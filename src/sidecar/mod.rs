@@ -175,11 +175,15 @@ pub fn ensure_gateway(paths: &Paths, config: &Config) -> Result<(), Error> {
             config.gateway.url.as_str()
         )));
     }
-    let is_local = reqwest::Url::parse(config.gateway.url.as_str())
+    let is_local = config
+        .gateway
+        .url
+        .as_str()
+        .parse::<axum::http::Uri>()
         .ok()
         .and_then(|u| {
             let host = u
-                .host_str()?
+                .host()?
                 .trim_start_matches('[')
                 .trim_end_matches(']')
                 .to_string();

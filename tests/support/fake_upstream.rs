@@ -91,6 +91,12 @@ pub enum Reply {
     StallStream {
         millis: u64,
     },
+    /// Send 200, event-stream headers and these bytes, then keep the stream open until the
+    /// caller hangs up, and say so on `hung_up`.
+    Hang {
+        first: String,
+        hung_up: std::sync::mpsc::Sender<()>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -516,6 +522,30 @@ fn raw_reply(reply: &Reply) -> Response {
                 tokio::time::sleep(Duration::from_millis(millis)).await;
                 Ok::<_, std::convert::Infallible>(Bytes::new())
             });
+            Response::builder()
+                .status(200)
+                .header("content-type", "text/event-stream")
+                .body(Body::from_stream(body))
+                .unwrap()
+        }
+        Reply::Hang { first, hung_up } => {
+            use futures_util::StreamExt as _;
+            /// Reports the hang-up when hyper drops the body: the connection is gone.
+            struct OnDrop(std::sync::mpsc::Sender<()>);
+            impl Drop for OnDrop {
+                fn drop(&mut self) {
+                    let _ = self.0.send(());
+                }
+            }
+            let guard = OnDrop(hung_up.clone());
+            let first = Bytes::from(first.clone());
+            let body =
+                futures_util::stream::once(async move { Ok::<_, std::convert::Infallible>(first) })
+                    .chain(futures_util::stream::once(async move {
+                        let _guard = guard;
+                        std::future::pending::<()>().await;
+                        Ok(Bytes::new())
+                    }));
             Response::builder()
                 .status(200)
                 .header("content-type", "text/event-stream")
