@@ -50,7 +50,7 @@ impl Request {
         for tool in &self.tools {
             chars += tool.name.len()
                 + tool.description.as_deref().map_or(0, str::len)
-                + json_size(&tool.parameters);
+                + tool.parameters.json_text().len();
         }
         (chars as u64).div_ceil(4).max(1)
     }
@@ -71,22 +71,6 @@ impl Request {
                     _ => {}
                 }
             }
-        }
-    }
-}
-
-/// About how many characters `value` takes as JSON text, without writing it out (schemas are
-/// counted on every request).
-fn json_size(value: &Value) -> usize {
-    match value {
-        Value::Null | Value::Bool(_) | Value::Number(_) => 4,
-        Value::String(s) => s.len() + 2,
-        Value::Array(items) => items.iter().map(|v| json_size(v) + 1).sum::<usize>() + 2,
-        Value::Object(map) => {
-            map.iter()
-                .map(|(k, v)| k.len() + 4 + json_size(v))
-                .sum::<usize>()
-                + 2
         }
     }
 }
@@ -198,10 +182,49 @@ pub struct Tool {
     pub name: String,
     pub description: Option<String>,
     /// JSON schema of the arguments (for custom tools: a one-string `input` object).
-    pub parameters: Value,
+    pub parameters: Schema,
     pub kind: ToolKind,
     /// The namespace a Responses client grouped the tool in; `name` is then `<ns>__<name>`.
     pub namespace: Option<String>,
+}
+
+/// A JSON schema kept as the JSON text it arrived as. Agents send a dozen or more large tool
+/// schemas on every turn and most routes pass them on unchanged, so they are not taken apart
+/// into a tree only to be written out again; the properties also keep the client's order.
+#[derive(Debug, Clone)]
+pub struct Schema(Box<serde_json::value::RawValue>);
+
+impl Schema {
+    pub fn from_raw(raw: Box<serde_json::value::RawValue>) -> Schema {
+        Schema(raw)
+    }
+
+    pub fn to_value(&self) -> Value {
+        serde_json::from_str(self.0.get()).expect("a schema holds valid JSON")
+    }
+
+    pub fn json_text(&self) -> &str {
+        self.0.get()
+    }
+}
+
+impl From<Value> for Schema {
+    fn from(value: Value) -> Schema {
+        Schema(serde_json::value::to_raw_value(&value).expect("a JSON value serialises"))
+    }
+}
+
+/// Equal when they mean the same JSON, whatever the spacing or key order.
+impl PartialEq for Schema {
+    fn eq(&self, other: &Schema) -> bool {
+        self.json_text() == other.json_text() || self.to_value() == other.to_value()
+    }
+}
+
+impl Serialize for Schema {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
 }
 
 /// A function with JSON arguments, or a freeform tool that takes raw text (Codex's `exec`).

@@ -84,7 +84,8 @@ fn decode_request_value(body: &[u8]) -> Result<ir::Request, ApiError> {
             parameters: tool
                 .get("input_schema")
                 .cloned()
-                .unwrap_or_else(|| json!({"type": "object"})),
+                .unwrap_or_else(|| json!({"type": "object"}))
+                .into(),
             kind: ToolKind::Function,
             namespace: None,
         });
@@ -244,9 +245,12 @@ fn decode_image_source(source: Option<&Value>, at: &str) -> Result<ImageSource, 
 mod wire {
     use serde::{Deserialize, Deserializer};
     use serde_json::Value;
+    use serde_json::value::RawValue;
 
     use super::{arguments_text, decode_image_source, decode_options};
-    use crate::gateway::ir::{self, Message, Part, Role, Tool, ToolCall, ToolKind, ToolResult};
+    use crate::gateway::ir::{
+        self, Message, Part, Role, Schema, Tool, ToolCall, ToolKind, ToolResult,
+    };
 
     #[derive(Deserialize)]
     struct Request {
@@ -274,9 +278,9 @@ mod wire {
     struct WireTool {
         name: Option<String>,
         description: Option<String>,
-        /// Kept even when null, as the `Value` path does.
-        #[serde(default, deserialize_with = "some_value")]
-        input_schema: Option<Value>,
+        /// Kept even when null, as the `Value` path does; as JSON text, never taken apart.
+        #[serde(default, deserialize_with = "some_raw")]
+        input_schema: Option<Box<RawValue>>,
         #[serde(default, rename = "type", deserialize_with = "present")]
         has_type: bool,
     }
@@ -355,8 +359,8 @@ mod wire {
         }
     }
 
-    fn some_value<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
-        Value::deserialize(d).map(Some)
+    fn some_raw<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Box<RawValue>>, D::Error> {
+        Box::<RawValue>::deserialize(d).map(Some)
     }
 
     fn present<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
@@ -412,9 +416,10 @@ mod wire {
             request.tools.push(Tool {
                 name: tool.name?,
                 description: tool.description,
-                parameters: tool
-                    .input_schema
-                    .unwrap_or_else(|| serde_json::json!({"type": "object"})),
+                parameters: match tool.input_schema {
+                    Some(raw) => Schema::from_raw(raw),
+                    None => serde_json::json!({"type": "object"}).into(),
+                },
                 kind: ToolKind::Function,
                 namespace: None,
             });

@@ -172,7 +172,8 @@ pub fn decode_request(body: &[u8]) -> Result<ir::Request, ApiError> {
                     parameters: f
                         .get("parameters")
                         .cloned()
-                        .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
+                        .unwrap_or_else(|| json!({"type": "object", "properties": {}}))
+                        .into(),
                     kind: ToolKind::Function,
                     namespace: None,
                 });
@@ -182,7 +183,7 @@ pub fn decode_request(body: &[u8]) -> Result<ir::Request, ApiError> {
                 request.tools.push(Tool {
                     name: json::req_str(c, "name", &path)?.to_string(),
                     description: json::str_at(c, "description", &path)?.map(str::to_string),
-                    parameters: custom_tool_schema(),
+                    parameters: custom_tool_schema().into(),
                     kind: ToolKind::Custom,
                     namespace: None,
                 });
@@ -388,7 +389,7 @@ mod out {
     #[derive(Serialize)]
     struct Function<'a> {
         name: &'a str,
-        parameters: &'a Value,
+        parameters: &'a ir::Schema,
         #[serde(skip_serializing_if = "Option::is_none")]
         description: Option<&'a str>,
     }

@@ -142,7 +142,7 @@ pub fn decode_request(body: &[u8], model: &str) -> Result<ir::Request, ApiError>
             request.tools.push(Tool {
                 name: json::req_str(decl, "name", &at)?.to_string(),
                 description: json::str_at(decl, "description", &at)?.map(str::to_string),
-                parameters,
+                parameters: parameters.into(),
                 kind: ToolKind::Function,
                 namespace: None,
             });

@@ -217,7 +217,8 @@ fn decode_tools(
                 parameters: tool
                     .get("parameters")
                     .cloned()
-                    .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
+                    .unwrap_or_else(|| json!({"type": "object", "properties": {}}))
+                    .into(),
                 kind: ToolKind::Function,
                 namespace: namespace.map(str::to_string),
             }),
@@ -232,7 +233,7 @@ fn decode_tools(
                 tools.push(Tool {
                     name: flat_name(namespace, json::req_str(tool, "name", &at)?),
                     description: Some(description),
-                    parameters: custom_tool_schema(),
+                    parameters: custom_tool_schema().into(),
                     kind: ToolKind::Custom,
                     namespace: namespace.map(str::to_string),
                 })
