@@ -4,7 +4,7 @@
 //! reported in the issue come from a longer run).
 
 use clutch::gateway::ir::StreamEvent;
-use clutch::gateway::proto::{self, Protocol};
+use clutch::gateway::proto::{self, Protocol, StreamDecoder as _};
 use clutch::gateway::sse;
 use proptest::prelude::*;
 use serde_json::{Value, json};
@@ -281,6 +281,58 @@ fn typed_and_value_paths_agree(body: &[u8]) {
     }
 }
 
+/// Chat stream chunks of every kind a provider sends: role, reasoning, text with escapes,
+/// parallel tool-call starts and argument pieces, a finish reason, usage.
+fn rich_chat_chunks() -> Vec<Value> {
+    let chunk = |choices: Value| json!({"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m", "choices": choices});
+    vec![
+        chunk(json!([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}])),
+        chunk(json!([{"index": 0, "delta": {"reasoning_content": "think \"hard\"\n"}}])),
+        chunk(json!([{"index": 0, "delta": {"reasoning": "more", "content": "Hi \u{e9}\n"}}])),
+        chunk(json!([{"index": 0, "delta": {"tool_calls": [
+            {"index": 0, "id": "call_a", "type": "function", "function": {"name": "read", "arguments": ""}},
+            {"index": 1, "id": "call_b", "type": "function", "function": {"name": "grep", "arguments": "{\"q\""}}]}}])),
+        chunk(json!([{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": "{\"path\": \"a\"}"}}]}}])),
+        chunk(json!([{"index": 0, "delta": {"tool_calls": [{"function": {"arguments": ": 1}"}}]}}])),
+        chunk(json!([{"index": 0, "delta": {}, "finish_reason": "tool_calls"}])),
+        json!({"id": "c1", "choices": [], "usage": {"prompt_tokens": 90, "completion_tokens": 9, "prompt_tokens_details": {"cached_tokens": 40}}}),
+    ]
+}
+
+/// The chat stream decoder's borrowing path and its `Value` path give the same events.
+fn chunk_paths_agree(chunks: &[String]) {
+    let mut typed = proto::chat::Decoder::default();
+    let mut value = proto::chat::Decoder::value_only();
+    for data in chunks {
+        let event = sse::Event {
+            name: None,
+            data: data.clone(),
+            raw: Default::default(),
+        };
+        assert_eq!(
+            typed.event(&event),
+            value.event(&event),
+            "chunk {data} of {chunks:?}"
+        );
+        assert_eq!(typed.complete(), value.complete());
+    }
+    assert_eq!(typed.finish(), value.finish());
+}
+
+#[test]
+fn the_typed_chat_chunk_decoder_takes_real_chunks() {
+    let chunks: Vec<String> = rich_chat_chunks().iter().map(Value::to_string).collect();
+    chunk_paths_agree(&chunks);
+    let mut decoder = proto::chat::Decoder::default();
+    let mut events = Vec::new();
+    for data in &chunks {
+        let event = sse::Event { name: None, data: data.clone(), raw: Default::default() };
+        events.extend(decoder.event(&event).unwrap());
+    }
+    assert!(events.iter().any(|e| matches!(e, StreamEvent::ToolCallDelta { index: 1, .. })));
+    assert!(events.iter().any(|e| matches!(e, StreamEvent::TextDelta { text } if text == "Hi é\n")));
+}
+
 #[test]
 fn the_typed_anthropic_decoder_takes_real_requests() {
     let claude_code = include_str!("fixtures/claude_code_main_request.json");
@@ -303,6 +355,16 @@ proptest! {
         let start = if seed == 0 { rich_anthropic_request() } else { seed_request(Protocol::Anthropic) };
         let body = mutate(start, at, replacement).to_string();
         typed_and_value_paths_agree(body.as_bytes());
+    }
+
+    #[test]
+    fn typed_chat_chunk_decoding_matches_the_value_path(which in 0usize..8, at in 0usize..24, replacement in json_value(), extra in 0usize..8) {
+        let mut chunks: Vec<String> = rich_chat_chunks().iter().map(Value::to_string).collect();
+        chunks[which] = mutate(rich_chat_chunks()[which].clone(), at, replacement.clone()).to_string();
+        if extra % 2 == 0 {
+            chunks.insert(extra, replacement.to_string());
+        }
+        chunk_paths_agree(&chunks);
     }
 
     #[test]

@@ -95,7 +95,7 @@ fn is_context_length(message: &str) -> bool {
 pub struct Call {
     pub gateway: Arc<Gateway>,
     pub protocol: Protocol,
-    pub provider: Provider,
+    pub provider: Arc<Provider>,
     pub model: String,
     pub stream: bool,
     pub timeouts: Timeouts,

@@ -45,7 +45,7 @@ pub struct Gateway {
 
 /// The config-derived part of the gateway.
 pub struct Routing {
-    pub providers: BTreeMap<String, Provider>,
+    pub providers: BTreeMap<String, Arc<Provider>>,
     pub provider_configs: BTreeMap<String, ProviderConfig>,
     pub profiles: route::Profiles,
     pub timeouts: Timeouts,
@@ -74,7 +74,7 @@ impl Routing {
                 field: format!("providers.{name}"),
                 message,
             })?;
-            providers.insert(name.clone(), ready);
+            providers.insert(name.clone(), Arc::new(ready));
         }
         let profiles = route::Profiles::load(&paths.user_profiles_dir())?;
         profiles.check(&provider_configs)?;

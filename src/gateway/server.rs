@@ -74,7 +74,9 @@ pub fn json_response(status: u16, value: &Value) -> Response {
     Response::builder()
         .status(StatusCode::from_u16(status).unwrap_or(StatusCode::OK))
         .header("content-type", "application/json")
-        .body(Body::from(value.to_string()))
+        .body(Body::from(
+            serde_json::to_vec(value).expect("a JSON value serialises"),
+        ))
         .expect("static parts")
 }
 

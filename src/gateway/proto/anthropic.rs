@@ -247,6 +247,8 @@ mod wire {
     use serde_json::Value;
     use serde_json::value::RawValue;
 
+    use crate::gateway::proto::Object;
+
     use super::{arguments_text, decode_image_source, decode_options};
     use crate::gateway::ir::{
         self, Message, Part, Role, Schema, Tool, ToolCall, ToolKind, ToolResult,
@@ -306,28 +308,6 @@ mod wire {
     enum Content {
         Text(String),
         Blocks(Vec<Object<Block>>),
-    }
-
-    /// `T` from a JSON object only: derived impls would also take a positional array.
-    struct Object<T>(T);
-
-    impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
-        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            struct Visitor<T>(std::marker::PhantomData<T>);
-            impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Visitor<T> {
-                type Value = Object<T>;
-                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                    f.write_str("an object")
-                }
-                fn visit_map<A: serde::de::MapAccess<'de>>(
-                    self,
-                    map: A,
-                ) -> Result<Object<T>, A::Error> {
-                    T::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(Object)
-                }
-            }
-            d.deserialize_map(Visitor(std::marker::PhantomData))
-        }
     }
 
     impl<'de> Deserialize<'de> for Content {
@@ -901,7 +881,38 @@ pub struct Encoder {
 
 impl Encoder {
     fn frame(name: &str, data: Value) -> Bytes {
-        sse::frame(Some(name), &data.to_string())
+        Self::frame_of(name, &data)
+    }
+
+    fn frame_of(name: &str, data: &impl serde::Serialize) -> Bytes {
+        let mut out = Vec::with_capacity(64);
+        out.extend_from_slice(b"event: ");
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b"\ndata: ");
+        // JSON text has no raw newlines, so it is one `data:` line.
+        serde_json::to_writer(&mut out, data).expect("event data serialises");
+        out.extend_from_slice(b"\n\n");
+        Bytes::from(out)
+    }
+
+    /// A `content_block_delta` for the open block, written straight from the text: the hot
+    /// path of every streamed answer.
+    fn delta(&self, delta: BlockDelta<'_>) -> Bytes {
+        #[derive(serde::Serialize)]
+        struct Event<'a> {
+            #[serde(rename = "type")]
+            kind: &'static str,
+            index: usize,
+            delta: BlockDelta<'a>,
+        }
+        Self::frame_of(
+            "content_block_delta",
+            &Event {
+                kind: "content_block_delta",
+                index: self.next_index,
+                delta,
+            },
+        )
     }
 
     fn ensure_started(&mut self, out: &mut Vec<Bytes>) {
@@ -966,6 +977,14 @@ impl Encoder {
     }
 }
 
+#[derive(serde::Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum BlockDelta<'a> {
+    TextDelta { text: &'a str },
+    ThinkingDelta { thinking: &'a str },
+    SignatureDelta { signature: &'a str },
+}
+
 impl StreamEncoder for Encoder {
     fn event(&mut self, event: &StreamEvent) -> Vec<Bytes> {
         let mut out = Vec::new();
@@ -983,29 +1002,17 @@ impl StreamEncoder for Encoder {
             StreamEvent::TextDelta { text } => {
                 self.ensure_started(&mut out);
                 self.open_block(Block::Text, &mut out);
-                out.push(Self::frame(
-                    "content_block_delta",
-                    json!({"type": "content_block_delta", "index": self.next_index,
-                    "delta": {"type": "text_delta", "text": text}}),
-                ));
+                out.push(self.delta(BlockDelta::TextDelta { text }));
             }
             StreamEvent::ThinkingDelta { text } => {
                 self.ensure_started(&mut out);
                 self.open_block(Block::Thinking, &mut out);
-                out.push(Self::frame(
-                    "content_block_delta",
-                    json!({"type": "content_block_delta", "index": self.next_index,
-                    "delta": {"type": "thinking_delta", "thinking": text}}),
-                ));
+                out.push(self.delta(BlockDelta::ThinkingDelta { thinking: text }));
             }
             StreamEvent::ThinkingSignature { signature } => {
                 self.ensure_started(&mut out);
                 self.open_block(Block::Thinking, &mut out);
-                out.push(Self::frame(
-                    "content_block_delta",
-                    json!({"type": "content_block_delta", "index": self.next_index,
-                    "delta": {"type": "signature_delta", "signature": signature}}),
-                ));
+                out.push(self.delta(BlockDelta::SignatureDelta { signature }));
             }
             StreamEvent::ToolCallStart {
                 index, id, name, ..

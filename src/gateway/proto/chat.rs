@@ -763,9 +763,151 @@ pub struct Decoder {
     stop: Option<StopReason>,
     saw_tool: bool,
     complete: bool,
+    /// Decode every chunk through the `Value` path (for the test that holds both paths equal).
+    value_only: bool,
+}
+
+/// Borrowing wire types for the chunks that make up nearly every stream: one pass, no tree,
+/// text borrowed when it has no escapes. A chunk they do not take goes through the `Value`
+/// path, which decodes anything the same or more leniently.
+mod chunk {
+    use std::borrow::Cow;
+
+    use serde::Deserialize;
+    use serde_json::Value;
+
+    use crate::gateway::proto::Object;
+
+    #[derive(Deserialize)]
+    pub struct Chunk<'a> {
+        #[serde(borrow)]
+        pub id: Option<Cow<'a, str>>,
+        #[serde(borrow)]
+        pub model: Option<Cow<'a, str>>,
+        #[serde(borrow)]
+        pub choices: Option<Vec<Object<Choice<'a>>>>,
+        pub usage: Option<Value>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Choice<'a> {
+        #[serde(borrow)]
+        pub delta: Option<Object<Delta<'a>>>,
+        #[serde(borrow)]
+        pub finish_reason: Option<Cow<'a, str>>,
+    }
+
+    #[derive(Deserialize, Default)]
+    pub struct Delta<'a> {
+        #[serde(borrow)]
+        pub reasoning_content: Option<Cow<'a, str>>,
+        #[serde(borrow)]
+        pub reasoning: Option<Cow<'a, str>>,
+        #[serde(borrow)]
+        pub content: Option<Cow<'a, str>>,
+        #[serde(borrow)]
+        pub tool_calls: Option<Vec<Object<Call<'a>>>>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Call<'a> {
+        pub index: Option<u64>,
+        #[serde(borrow)]
+        pub id: Option<Cow<'a, str>>,
+        #[serde(borrow)]
+        pub function: Option<Object<Function<'a>>>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Function<'a> {
+        #[serde(borrow)]
+        pub name: Option<Cow<'a, str>>,
+        #[serde(borrow)]
+        pub arguments: Option<Cow<'a, str>>,
+    }
 }
 
 impl Decoder {
+    #[doc(hidden)]
+    pub fn value_only() -> Decoder {
+        Decoder {
+            value_only: true,
+            ..Decoder::default()
+        }
+    }
+
+    /// A chunk through the borrowing wire types; `None` leaves it to the `Value` path.
+    fn typed(&mut self, data: &str) -> Option<Vec<StreamEvent>> {
+        // An error object (rare) takes the `Value` path, which reads any shape of it.
+        if self.value_only || data.contains("\"error\"") {
+            return None;
+        }
+        let super::Object(chunk) =
+            serde_json::from_str::<super::Object<chunk::Chunk>>(data).ok()?;
+        let mut out = Vec::new();
+        if !self.started {
+            self.started = true;
+            out.push(StreamEvent::Start {
+                id: chunk.id.as_deref().unwrap_or("chatcmpl").to_string(),
+                model: chunk.model.as_deref().unwrap_or_default().to_string(),
+            });
+        }
+        for super::Object(choice) in chunk.choices.unwrap_or_default() {
+            let delta = choice.delta.map(|d| d.0).unwrap_or_default();
+            for text in [delta.reasoning_content, delta.reasoning] {
+                if let Some(text) = text.filter(|t| !t.is_empty()) {
+                    out.push(StreamEvent::ThinkingDelta {
+                        text: text.into_owned(),
+                    });
+                    break;
+                }
+            }
+            if let Some(text) = delta.content.filter(|t| !t.is_empty()) {
+                out.push(StreamEvent::TextDelta {
+                    text: text.into_owned(),
+                });
+            }
+            for (position, super::Object(call)) in
+                delta.tool_calls.unwrap_or_default().into_iter().enumerate()
+            {
+                let index = call.index.map_or(position, |i| i as usize);
+                let function = call.function.map(|f| f.0);
+                if self.tools.insert(index) {
+                    let id = call
+                        .id
+                        .map_or_else(|| format!("call_{index}"), std::borrow::Cow::into_owned);
+                    let name = function
+                        .as_ref()
+                        .and_then(|f| f.name.as_deref())
+                        .unwrap_or_default()
+                        .to_string();
+                    self.saw_tool = true;
+                    out.push(StreamEvent::ToolCallStart {
+                        index,
+                        id,
+                        name,
+                        kind: ToolKind::Function,
+                    });
+                }
+                if let Some(arguments) =
+                    function.and_then(|f| f.arguments).filter(|a| !a.is_empty())
+                {
+                    out.push(StreamEvent::ToolCallDelta {
+                        index,
+                        arguments: arguments.into_owned(),
+                    });
+                }
+            }
+            if let Some(stop) = stop_from(choice.finish_reason.as_deref()) {
+                self.stop = Some(stop);
+            }
+        }
+        if let Some(usage) = chunk.usage.filter(|u| !u.is_null()) {
+            out.push(StreamEvent::Usage(usage_from(&usage)));
+        }
+        Some(out)
+    }
+
     fn stop_event(&self) -> StreamEvent {
         let mut stop = self.stop.unwrap_or_default();
         if self.saw_tool && stop == StopReason::EndTurn {
@@ -788,6 +930,9 @@ impl StreamDecoder for Decoder {
         }
         if data.is_empty() {
             return Ok(out);
+        }
+        if let Some(events) = self.typed(data) {
+            return Ok(events);
         }
         let v: Value = serde_json::from_str(data)
             .map_err(|e| ApiError::upstream(format!("upstream sent a malformed chunk: {e}")))?;
