@@ -286,14 +286,20 @@ fn typed_and_value_paths_agree(body: &[u8]) {
 fn rich_chat_chunks() -> Vec<Value> {
     let chunk = |choices: Value| json!({"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m", "choices": choices});
     vec![
-        chunk(json!([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}])),
+        chunk(
+            json!([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}]),
+        ),
         chunk(json!([{"index": 0, "delta": {"reasoning_content": "think \"hard\"\n"}}])),
         chunk(json!([{"index": 0, "delta": {"reasoning": "more", "content": "Hi \u{e9}\n"}}])),
         chunk(json!([{"index": 0, "delta": {"tool_calls": [
             {"index": 0, "id": "call_a", "type": "function", "function": {"name": "read", "arguments": ""}},
             {"index": 1, "id": "call_b", "type": "function", "function": {"name": "grep", "arguments": "{\"q\""}}]}}])),
-        chunk(json!([{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": "{\"path\": \"a\"}"}}]}}])),
-        chunk(json!([{"index": 0, "delta": {"tool_calls": [{"function": {"arguments": ": 1}"}}]}}])),
+        chunk(
+            json!([{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": "{\"path\": \"a\"}"}}]}}]),
+        ),
+        chunk(
+            json!([{"index": 0, "delta": {"tool_calls": [{"function": {"arguments": ": 1}"}}]}}]),
+        ),
         chunk(json!([{"index": 0, "delta": {}, "finish_reason": "tool_calls"}])),
         json!({"id": "c1", "choices": [], "usage": {"prompt_tokens": 90, "completion_tokens": 9, "prompt_tokens_details": {"cached_tokens": 40}}}),
     ]
@@ -326,11 +332,23 @@ fn the_typed_chat_chunk_decoder_takes_real_chunks() {
     let mut decoder = proto::chat::Decoder::default();
     let mut events = Vec::new();
     for data in &chunks {
-        let event = sse::Event { name: None, data: data.clone(), raw: Default::default() };
+        let event = sse::Event {
+            name: None,
+            data: data.clone(),
+            raw: Default::default(),
+        };
         events.extend(decoder.event(&event).unwrap());
     }
-    assert!(events.iter().any(|e| matches!(e, StreamEvent::ToolCallDelta { index: 1, .. })));
-    assert!(events.iter().any(|e| matches!(e, StreamEvent::TextDelta { text } if text == "Hi é\n")));
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, StreamEvent::ToolCallDelta { index: 1, .. }))
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, StreamEvent::TextDelta { text } if text == "Hi é\n"))
+    );
 }
 
 #[test]

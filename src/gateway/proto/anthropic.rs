@@ -978,11 +978,14 @@ impl Encoder {
 }
 
 #[derive(serde::Serialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(tag = "type")]
 enum BlockDelta<'a> {
-    TextDelta { text: &'a str },
-    ThinkingDelta { thinking: &'a str },
-    SignatureDelta { signature: &'a str },
+    #[serde(rename = "text_delta")]
+    Text { text: &'a str },
+    #[serde(rename = "thinking_delta")]
+    Thinking { thinking: &'a str },
+    #[serde(rename = "signature_delta")]
+    Signature { signature: &'a str },
 }
 
 impl StreamEncoder for Encoder {
@@ -1002,17 +1005,17 @@ impl StreamEncoder for Encoder {
             StreamEvent::TextDelta { text } => {
                 self.ensure_started(&mut out);
                 self.open_block(Block::Text, &mut out);
-                out.push(self.delta(BlockDelta::TextDelta { text }));
+                out.push(self.delta(BlockDelta::Text { text }));
             }
             StreamEvent::ThinkingDelta { text } => {
                 self.ensure_started(&mut out);
                 self.open_block(Block::Thinking, &mut out);
-                out.push(self.delta(BlockDelta::ThinkingDelta { thinking: text }));
+                out.push(self.delta(BlockDelta::Thinking { thinking: text }));
             }
             StreamEvent::ThinkingSignature { signature } => {
                 self.ensure_started(&mut out);
                 self.open_block(Block::Thinking, &mut out);
-                out.push(self.delta(BlockDelta::SignatureDelta { signature }));
+                out.push(self.delta(BlockDelta::Signature { signature }));
             }
             StreamEvent::ToolCallStart {
                 index, id, name, ..
