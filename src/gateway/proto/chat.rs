@@ -836,6 +836,56 @@ impl Decoder {
         }
     }
 
+    fn start(&mut self, id: Option<&str>, model: Option<&str>, out: &mut Vec<StreamEvent>) {
+        if !self.started {
+            self.started = true;
+            out.push(StreamEvent::Start {
+                id: id.unwrap_or("chatcmpl").to_string(),
+                model: model.unwrap_or_default().to_string(),
+            });
+        }
+    }
+
+    /// Reasoning (from whichever of its two fields a provider uses) and visible text.
+    fn text(thinking: [Option<&str>; 2], content: Option<&str>, out: &mut Vec<StreamEvent>) {
+        if let Some(text) = thinking.into_iter().flatten().find(|t| !t.is_empty()) {
+            out.push(StreamEvent::ThinkingDelta {
+                text: text.to_string(),
+            });
+        }
+        if let Some(text) = content.filter(|t| !t.is_empty()) {
+            out.push(StreamEvent::TextDelta {
+                text: text.to_string(),
+            });
+        }
+    }
+
+    /// A tool call's first piece opens it; every piece may carry arguments.
+    fn tool_call(
+        &mut self,
+        index: usize,
+        id: Option<&str>,
+        name: Option<&str>,
+        arguments: Option<&str>,
+        out: &mut Vec<StreamEvent>,
+    ) {
+        if self.tools.insert(index) {
+            self.saw_tool = true;
+            out.push(StreamEvent::ToolCallStart {
+                index,
+                id: id.map_or_else(|| format!("call_{index}"), str::to_string),
+                name: name.unwrap_or_default().to_string(),
+                kind: ToolKind::Function,
+            });
+        }
+        if let Some(arguments) = arguments.filter(|a| !a.is_empty()) {
+            out.push(StreamEvent::ToolCallDelta {
+                index,
+                arguments: arguments.to_string(),
+            });
+        }
+    }
+
     /// A chunk through the borrowing wire types; `None` leaves it to the `Value` path.
     fn typed(&mut self, data: &str) -> Option<Vec<StreamEvent>> {
         // An error object (rare) takes the `Value` path, which reads any shape of it.
@@ -845,58 +895,26 @@ impl Decoder {
         let super::Object(chunk) =
             serde_json::from_str::<super::Object<chunk::Chunk>>(data).ok()?;
         let mut out = Vec::new();
-        if !self.started {
-            self.started = true;
-            out.push(StreamEvent::Start {
-                id: chunk.id.as_deref().unwrap_or("chatcmpl").to_string(),
-                model: chunk.model.as_deref().unwrap_or_default().to_string(),
-            });
-        }
+        self.start(chunk.id.as_deref(), chunk.model.as_deref(), &mut out);
         for super::Object(choice) in chunk.choices.unwrap_or_default() {
             let delta = choice.delta.map(|d| d.0).unwrap_or_default();
-            for text in [delta.reasoning_content, delta.reasoning] {
-                if let Some(text) = text.filter(|t| !t.is_empty()) {
-                    out.push(StreamEvent::ThinkingDelta {
-                        text: text.into_owned(),
-                    });
-                    break;
-                }
-            }
-            if let Some(text) = delta.content.filter(|t| !t.is_empty()) {
-                out.push(StreamEvent::TextDelta {
-                    text: text.into_owned(),
-                });
-            }
+            let thinking = [
+                delta.reasoning_content.as_deref(),
+                delta.reasoning.as_deref(),
+            ];
+            Self::text(thinking, delta.content.as_deref(), &mut out);
             for (position, super::Object(call)) in
                 delta.tool_calls.unwrap_or_default().into_iter().enumerate()
             {
-                let index = call.index.map_or(position, |i| i as usize);
                 let function = call.function.map(|f| f.0);
-                if self.tools.insert(index) {
-                    let id = call
-                        .id
-                        .map_or_else(|| format!("call_{index}"), std::borrow::Cow::into_owned);
-                    let name = function
-                        .as_ref()
-                        .and_then(|f| f.name.as_deref())
-                        .unwrap_or_default()
-                        .to_string();
-                    self.saw_tool = true;
-                    out.push(StreamEvent::ToolCallStart {
-                        index,
-                        id,
-                        name,
-                        kind: ToolKind::Function,
-                    });
-                }
-                if let Some(arguments) =
-                    function.and_then(|f| f.arguments).filter(|a| !a.is_empty())
-                {
-                    out.push(StreamEvent::ToolCallDelta {
-                        index,
-                        arguments: arguments.into_owned(),
-                    });
-                }
+                let function = function.as_ref();
+                self.tool_call(
+                    call.index.map_or(position, |i| i as usize),
+                    call.id.as_deref(),
+                    function.and_then(|f| f.name.as_deref()),
+                    function.and_then(|f| f.arguments.as_deref()),
+                    &mut out,
+                );
             }
             if let Some(stop) = stop_from(choice.finish_reason.as_deref()) {
                 self.stop = Some(stop);
@@ -940,28 +958,14 @@ impl StreamDecoder for Decoder {
             self.complete = true;
             return Err(decode_error_value(error, 500));
         }
-        if !self.started {
-            self.started = true;
-            out.push(StreamEvent::Start {
-                id: v["id"].as_str().unwrap_or("chatcmpl").to_string(),
-                model: v["model"].as_str().unwrap_or_default().to_string(),
-            });
-        }
+        self.start(v["id"].as_str(), v["model"].as_str(), &mut out);
         for choice in v["choices"].as_array().map(Vec::as_slice).unwrap_or(&[]) {
             let delta = &choice["delta"];
-            for key in ["reasoning_content", "reasoning"] {
-                if let Some(text) = delta[key].as_str().filter(|t| !t.is_empty()) {
-                    out.push(StreamEvent::ThinkingDelta {
-                        text: text.to_string(),
-                    });
-                    break;
-                }
-            }
-            if let Some(text) = delta["content"].as_str().filter(|t| !t.is_empty()) {
-                out.push(StreamEvent::TextDelta {
-                    text: text.to_string(),
-                });
-            }
+            let thinking = [
+                delta["reasoning_content"].as_str(),
+                delta["reasoning"].as_str(),
+            ];
+            Self::text(thinking, delta["content"].as_str(), &mut out);
             for (position, call) in delta["tool_calls"]
                 .as_array()
                 .map(Vec::as_slice)
@@ -969,34 +973,13 @@ impl StreamDecoder for Decoder {
                 .iter()
                 .enumerate()
             {
-                let index = call["index"].as_u64().map_or(position, |i| i as usize);
-                if self.tools.insert(index) {
-                    let id = call["id"]
-                        .as_str()
-                        .map_or_else(|| format!("call_{index}"), str::to_string);
-                    let name = call
-                        .pointer("/function/name")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .to_string();
-                    self.saw_tool = true;
-                    out.push(StreamEvent::ToolCallStart {
-                        index,
-                        id,
-                        name,
-                        kind: ToolKind::Function,
-                    });
-                }
-                if let Some(arguments) = call
-                    .pointer("/function/arguments")
-                    .and_then(Value::as_str)
-                    .filter(|a| !a.is_empty())
-                {
-                    out.push(StreamEvent::ToolCallDelta {
-                        index,
-                        arguments: arguments.to_string(),
-                    });
-                }
+                self.tool_call(
+                    call["index"].as_u64().map_or(position, |i| i as usize),
+                    call["id"].as_str(),
+                    call.pointer("/function/name").and_then(Value::as_str),
+                    call.pointer("/function/arguments").and_then(Value::as_str),
+                    &mut out,
+                );
             }
             if let Some(stop) = stop_from(choice["finish_reason"].as_str()) {
                 self.stop = Some(stop);
