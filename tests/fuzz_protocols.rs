@@ -3,7 +3,7 @@
 //! for every upstream. `PROPTEST_CASES` scales the run (CI uses the default; the numbers
 //! reported in the issue come from a longer run).
 
-use clutch::gateway::ir::StreamEvent;
+use clutch::gateway::ir::{StreamEvent, Text};
 use clutch::gateway::proto::{self, Protocol, StreamDecoder as _};
 use clutch::gateway::sse;
 use proptest::prelude::*;
@@ -267,12 +267,25 @@ fn rich_anthropic_request() -> Value {
             {"role": "system", "content": "mid-conversation note"}]})
 }
 
-/// The typed Anthropic decoder gives up or agrees with the `Value` decoder, never differs.
+/// The typed Anthropic decoder gives up or agrees with the `Value` decoder, never differs;
+/// and what it decoded (text kept as the JSON it arrived as) is written for every upstream
+/// as the same JSON as what the `Value` path decoded (plain text).
 fn typed_and_value_paths_agree(body: &[u8]) {
     let (typed, value) = clutch::gateway::proto::anthropic::decode_request_both(body);
     if let Some(typed) = typed {
         match value {
-            Ok(value) => assert_eq!(typed, value, "{}", String::from_utf8_lossy(body)),
+            Ok(value) => {
+                assert_eq!(typed, value, "{}", String::from_utf8_lossy(body));
+                for protocol in PROTOCOLS {
+                    let written = |request| {
+                        serde_json::from_slice::<Value>(&proto::encode_request_bytes(
+                            protocol, request, "m",
+                        ))
+                        .expect("an encoder writes JSON")
+                    };
+                    assert_eq!(written(&typed), written(&value), "{protocol:?}");
+                }
+            }
             Err(err) => panic!(
                 "typed path took what the value path refuses ({err:?}): {}",
                 String::from_utf8_lossy(body)
@@ -365,8 +378,93 @@ fn the_typed_anthropic_decoder_takes_real_requests() {
     }
 }
 
+/// Ways to write `text` as a JSON string: serde_json's, every character as `\u` escapes
+/// (surrogate pairs beyond the BMP), and with `/` escaped.
+fn spellings(text: &str) -> Vec<String> {
+    let mut unicode = String::from("\"");
+    for unit in text.encode_utf16() {
+        unicode.push_str(&format!("\\u{unit:04x}"));
+    }
+    unicode.push('"');
+    let plain = serde_json::to_string(text).unwrap();
+    vec![plain.replace('/', "\\/"), plain, unicode]
+}
+
+/// Text kept as JSON reads, measures, joins and writes as the string it stands for.
+fn text_behaves_like_its_string(pieces: &[String]) {
+    let mut texts = Vec::new();
+    for (i, piece) in pieces.iter().enumerate() {
+        let spelling = spellings(piece).swap_remove(i % 3);
+        let raw = serde_json::value::RawValue::from_string(spelling.clone()).unwrap();
+        let text = Text::from_json(raw).expect("a JSON string is text");
+        assert_eq!(text.as_str(), piece.as_str(), "{spelling}");
+        assert_eq!(text.len(), piece.len(), "{spelling}");
+        assert_eq!(text.is_empty(), piece.is_empty());
+        assert_eq!(text, Text::from(piece.as_str()));
+        assert_eq!(text, Text::quoting(piece));
+        let written = serde_json::to_string(&text).unwrap();
+        assert_eq!(serde_json::from_str::<String>(&written).unwrap(), *piece);
+        texts.push(if i % 4 == 3 {
+            Text::from(piece.as_str())
+        } else {
+            text
+        });
+    }
+    let joined = Text::join(&texts, "\n\"/");
+    assert_eq!(joined.as_str(), pieces.join("\n\"/"));
+    assert_eq!(joined.len(), pieces.join("\n\"/").len());
+    let written = serde_json::to_string(&joined).unwrap();
+    assert_eq!(
+        serde_json::from_str::<String>(&written).unwrap(),
+        pieces.join("\n\"/")
+    );
+}
+
+#[test]
+fn a_lone_surrogate_escape_is_refused_by_both_decoding_paths() {
+    for text in [r#""\ud800""#, r#""a\udc00b""#, r#""\ud800\u0041""#] {
+        let raw = serde_json::value::RawValue::from_string(text.to_string()).unwrap();
+        assert!(Text::from_json(raw).is_none(), "{text}");
+        for body in [
+            format!(
+                r#"{{"model": "m", "max_tokens": 5, "messages": [{{"role": "user", "content": [{{"type": "text", "text": {text}}}]}}]}}"#
+            ),
+            format!(
+                r#"{{"model": "m", "max_tokens": 5, "messages": [{{"role": "user", "content": [{{"type": "tool_result", "tool_use_id": "1", "content": {text}}}]}}]}}"#
+            ),
+        ] {
+            let (typed, value) = proto::anthropic::decode_request_both(body.as_bytes());
+            assert!(typed.is_none() && value.is_err(), "{body}");
+        }
+    }
+}
+
+#[test]
+fn text_kept_as_json_behaves_like_its_string() {
+    let pieces: Vec<String> = [
+        "",
+        "plain",
+        "line\nbreak",
+        "tab\tquote\"back\\slash",
+        "é ü 中文",
+        "emoji 🦀 and 𝄞",
+        "\u{1}\u{1f} control",
+        "</script>",
+        "\u{7f}\u{80}\u{ffff}",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    text_behaves_like_its_string(&pieces);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn arbitrary_text_kept_as_json_behaves_like_its_string(pieces in prop::collection::vec(any::<String>(), 0..6)) {
+        text_behaves_like_its_string(&pieces);
+    }
 
     #[test]
     fn typed_anthropic_decoding_matches_the_value_path(at in 0usize..80, replacement in json_value(), seed in 0usize..2) {

@@ -72,7 +72,14 @@ fn ids(plan: &Plan) -> Vec<String> {
 }
 
 fn route(profile: &Profile, request: &Request) -> Plan {
-    plan(profile, request, false, &providers()).unwrap()
+    plan(
+        profile,
+        request,
+        request.estimate_tokens(),
+        false,
+        &providers(),
+    )
+    .unwrap()
 }
 
 #[test]
@@ -240,7 +247,8 @@ fn explicit_models_win_and_bypass_keeps_the_requested_model() {
         "p|big",
         "a model a provider lists"
     );
-    let bypass = plan(&p, &req("claude-opus-5-5"), true, &providers()).unwrap();
+    let request = req("claude-opus-5-5");
+    let bypass = plan(&p, &request, request.estimate_tokens(), true, &providers()).unwrap();
     assert_eq!(
         bypass.candidates,
         [Target {

@@ -479,9 +479,13 @@ fn replay(answer: &ir::Response) -> Vec<StreamEvent> {
     ];
     for (index, part) in answer.parts.iter().enumerate() {
         match part {
-            ir::Part::Text { text } => events.push(StreamEvent::TextDelta { text: text.clone() }),
+            ir::Part::Text { text } => events.push(StreamEvent::TextDelta {
+                text: text.to_string(),
+            }),
             ir::Part::Thinking { text, signature } => {
-                events.push(StreamEvent::ThinkingDelta { text: text.clone() });
+                events.push(StreamEvent::ThinkingDelta {
+                    text: text.to_string(),
+                });
                 if let Some(signature) = signature {
                     events.push(StreamEvent::ThinkingSignature {
                         signature: signature.clone(),

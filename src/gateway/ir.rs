@@ -6,15 +6,18 @@
 //! tool-call arguments are JSON text; usage counts the whole prompt in `input_tokens` and the
 //! cache buckets separately (Anthropic's `input_tokens` is derived on encode).
 
+use std::borrow::Cow;
+
 use serde::Serialize;
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 /// A model call, whatever protocol it arrived in.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Request {
     pub model: String,
     /// System prompt blocks, in order.
-    pub system: Vec<String>,
+    pub system: Vec<Text>,
     pub messages: Vec<Message>,
     pub tools: Vec<Tool>,
     pub tool_choice: Option<ToolChoice>,
@@ -35,7 +38,7 @@ impl Request {
     /// About four characters a token, over everything the model reads: system, messages,
     /// tool calls and results, and tool schemas; a typical image counts 1600 tokens.
     pub fn estimate_tokens(&self) -> u64 {
-        let mut chars: usize = self.system.iter().map(String::len).sum();
+        let mut chars: usize = self.system.iter().map(Text::len).sum();
         for message in &self.messages {
             for part in &message.parts {
                 chars += match part {
@@ -49,7 +52,7 @@ impl Request {
         }
         for tool in &self.tools {
             chars += tool.name.len()
-                + tool.description.as_deref().map_or(0, str::len)
+                + tool.description.as_ref().map_or(0, Text::len)
                 + tool.parameters.json_text().len();
         }
         (chars as u64).div_ceil(4).max(1)
@@ -94,14 +97,14 @@ pub struct Message {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Part {
     Text {
-        text: String,
+        text: Text,
     },
     Image {
         source: ImageSource,
     },
     /// Model reasoning; never shown as visible text.
     Thinking {
-        text: String,
+        text: Text,
         signature: Option<String>,
     },
     RedactedThinking {
@@ -164,23 +167,21 @@ pub struct ToolResult {
 
 impl ToolResult {
     /// The text of the result, parts joined.
-    pub fn text(&self) -> String {
-        let texts: Vec<&str> = self
-            .content
-            .iter()
-            .filter_map(|p| match p {
-                Part::Text { text } => Some(text.as_str()),
+    pub fn text(&self) -> Text {
+        Text::join(
+            self.content.iter().filter_map(|p| match p {
+                Part::Text { text } => Some(text),
                 _ => None,
-            })
-            .collect();
-        texts.join("\n")
+            }),
+            "\n",
+        )
     }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Tool {
     pub name: String,
-    pub description: Option<String>,
+    pub description: Option<Text>,
     /// JSON schema of the arguments (for custom tools: a one-string `input` object).
     pub parameters: Schema,
     pub kind: ToolKind,
@@ -224,6 +225,215 @@ impl PartialEq for Schema {
 impl Serialize for Schema {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         self.0.serialize(serializer)
+    }
+}
+
+/// Text in a request or an answer: a prompt, a message, a tool result, a tool's description.
+///
+/// A decoder that reads JSON keeps it as the JSON string it arrived as, quotes and escapes
+/// included, so that writing it out again is a copy. Most of an agent's 50 KB turn is text
+/// passed on unchanged, and unescaping it only to escape it again was the largest cost of a
+/// translation. It is unescaped only when something reads it ([`Text::as_str`]).
+#[derive(Clone)]
+pub struct Text(TextRepr);
+
+#[derive(Clone)]
+enum TextRepr {
+    Plain(String),
+    /// A JSON string literal, `"..."`.
+    Json(Box<RawValue>),
+}
+
+impl Text {
+    /// Text from a JSON value, if it is a string that stands for text. (A JSON parser takes
+    /// a lone UTF-16 surrogate escape inside a value it is not asked to read; as text it is
+    /// invalid, and refused here as when reading the string.)
+    pub fn from_json(raw: Box<RawValue>) -> Option<Text> {
+        let literal = raw.get();
+        if !literal.starts_with('"')
+            || literal.contains("\\u") && serde_json::from_str::<String>(literal).is_err()
+        {
+            return None;
+        }
+        Some(Text(TextRepr::Json(raw)))
+    }
+
+    /// Text a JSON parser could borrow from its input (so it had no escapes there): the text
+    /// in quotes is its literal, and is kept as that.
+    pub fn quoting(text: &str) -> Text {
+        if text.contains(['"', '\\']) {
+            return text.into();
+        }
+        RawValue::from_string(format!("\"{text}\""))
+            .ok()
+            .and_then(Text::from_json)
+            .unwrap_or_else(|| text.into())
+    }
+
+    /// The text itself, unescaped (borrowed when there was nothing to unescape).
+    pub fn as_str(&self) -> Cow<'_, str> {
+        match &self.0 {
+            TextRepr::Plain(text) => Cow::Borrowed(text),
+            TextRepr::Json(raw) => {
+                let inner = json_inner(raw);
+                if inner.contains('\\') {
+                    Cow::Owned(serde_json::from_str(raw.get()).expect("a JSON string literal"))
+                } else {
+                    Cow::Borrowed(inner)
+                }
+            }
+        }
+    }
+
+    pub fn into_string(self) -> String {
+        match self.0 {
+            TextRepr::Plain(text) => text,
+            TextRepr::Json(_) => self.as_str().into_owned(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        match &self.0 {
+            TextRepr::Plain(text) => text.is_empty(),
+            TextRepr::Json(raw) => json_inner(raw).is_empty(),
+        }
+    }
+
+    /// The length in bytes of the text once unescaped, counted without unescaping it.
+    pub fn len(&self) -> usize {
+        match &self.0 {
+            TextRepr::Plain(text) => text.len(),
+            TextRepr::Json(raw) => unescaped_len(json_inner(raw)),
+        }
+    }
+
+    /// The texts one after another with `separator` between them, still as JSON when they
+    /// were: joining system blocks or tool-result parts does not unescape them.
+    pub fn join<'a>(texts: impl IntoIterator<Item = &'a Text>, separator: &str) -> Text {
+        let mut texts = texts.into_iter().peekable();
+        let Some(first) = texts.next() else {
+            return Text::default();
+        };
+        if texts.peek().is_none() {
+            return first.clone();
+        }
+        let separator = escaped(separator);
+        let mut literal = String::with_capacity(first.len() + 64);
+        literal.push('"');
+        for (i, text) in std::iter::once(first).chain(texts).enumerate() {
+            if i > 0 {
+                literal.push_str(&separator);
+            }
+            match &text.0 {
+                TextRepr::Plain(plain) => literal.push_str(&escaped(plain)),
+                TextRepr::Json(raw) => literal.push_str(json_inner(raw)),
+            }
+        }
+        literal.push('"');
+        Text(TextRepr::Json(
+            RawValue::from_string(literal).expect("joined JSON strings are a JSON string"),
+        ))
+    }
+}
+
+/// The characters between the quotes of a JSON string literal.
+fn json_inner(raw: &RawValue) -> &str {
+    let literal = raw.get();
+    &literal[1..literal.len() - 1]
+}
+
+/// `text` escaped as the inside of a JSON string.
+fn escaped(text: &str) -> String {
+    let literal = serde_json::to_string(text).expect("a string serialises");
+    literal[1..literal.len() - 1].to_string()
+}
+
+/// The length in bytes of the inside of a JSON string literal once unescaped.
+fn unescaped_len(inner: &str) -> usize {
+    let bytes = inner.as_bytes();
+    let (mut len, mut at) = (0, 0);
+    while let Some(found) = inner[at..].find('\\') {
+        len += found;
+        at += found;
+        if bytes.get(at + 1) == Some(&b'u') {
+            let unit = |i: usize| {
+                inner
+                    .get(i..i + 4)
+                    .and_then(|hex| u32::from_str_radix(hex, 16).ok())
+            };
+            let code = unit(at + 2).unwrap_or(0xFFFD);
+            if (0xD800..0xDC00).contains(&code) && inner[at + 6..].starts_with("\\u") {
+                (len, at) = (len + 4, at + 12);
+            } else {
+                len += char::from_u32(code).map_or(3, char::len_utf8);
+                at += 6;
+            }
+        } else {
+            (len, at) = (len + 1, at + 2);
+        }
+    }
+    len + bytes.len().saturating_sub(at)
+}
+
+impl Default for Text {
+    fn default() -> Text {
+        Text(TextRepr::Plain(String::new()))
+    }
+}
+
+impl From<String> for Text {
+    fn from(text: String) -> Text {
+        Text(TextRepr::Plain(text))
+    }
+}
+
+impl From<&str> for Text {
+    fn from(text: &str) -> Text {
+        Text(TextRepr::Plain(text.to_string()))
+    }
+}
+
+/// Equal when the texts are, however each was escaped.
+impl PartialEq for Text {
+    fn eq(&self, other: &Text) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl PartialEq<&str> for Text {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl std::fmt::Debug for Text {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&*self.as_str(), f)
+    }
+}
+
+impl std::fmt::Display for Text {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.as_str())
+    }
+}
+
+/// Written as a JSON string; text kept as JSON is copied as it is.
+impl Serialize for Text {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match &self.0 {
+            TextRepr::Plain(text) => serializer.serialize_str(text),
+            TextRepr::Json(raw) => raw.serialize(serializer),
+        }
+    }
+}
+
+/// Read from JSON text as the string literal it is, without unescaping; anything but a
+/// string is an error.
+impl<'de> serde::Deserialize<'de> for Text {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Text, D::Error> {
+        let raw = Box::<RawValue>::deserialize(d)?;
+        Text::from_json(raw).ok_or_else(|| serde::de::Error::custom("expected a string"))
     }
 }
 

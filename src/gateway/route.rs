@@ -274,10 +274,12 @@ const CONTEXT_RESERVE: u64 = 4096;
 /// The candidates for `request`: an explicit model first (a `model_map` entry, a
 /// `provider|model`, or a model a provider lists); else the first scene that applies; else
 /// tool-call models when tools are offered; then the tier's model and its cascade.
+/// `estimate` is the request's [`estimate_tokens`](crate::gateway::ir::Request::estimate_tokens).
 /// `bypass` keeps the requested model and nothing else (the bypass route).
 pub fn plan(
     profile: &Profile,
     request: &crate::gateway::ir::Request,
+    estimate: u64,
     bypass: bool,
     providers: &BTreeMap<String, ProviderConfig>,
 ) -> Result<Plan, ApiError> {
@@ -329,7 +331,6 @@ pub fn plan(
         .iter()
         .find(|(pattern, _)| glob_match(pattern, requested))
         .map_or(profile.default_tier.clone(), |(_, tier)| tier.clone());
-    let estimate = request.estimate_tokens();
     let scenes = &profile.scenes;
     let has_image = request
         .messages

@@ -320,10 +320,8 @@ async fn model_call(
         return json_response(200, &answer);
     }
     let routing = gateway.routing.load_full();
-    if let Err(error) = routing
-        .limits
-        .admit(request.estimate_tokens(), &gateway.ledger)
-    {
+    let estimate = request.estimate_tokens();
+    if let Err(error) = routing.limits.admit(estimate, &gateway.ledger) {
         return error_response(protocol, &error);
     }
     let (profile_name, profile_spec) = match routing.profiles.get(profile.as_deref()) {
@@ -331,7 +329,13 @@ async fn model_call(
         Err(error) => return error_response(protocol, &error),
     };
     let bypass = profile.as_deref().is_some_and(|p| p.ends_with("-bypass"));
-    let plan = match route::plan(profile_spec, &request, bypass, &routing.provider_configs) {
+    let plan = match route::plan(
+        profile_spec,
+        &request,
+        estimate,
+        bypass,
+        &routing.provider_configs,
+    ) {
         Ok(plan) => plan,
         Err(error) => return error_response(protocol, &error),
     };

@@ -43,12 +43,12 @@ fn decode_request_value(body: &[u8]) -> Result<ir::Request, ApiError> {
     };
     match v.get("system") {
         None | Some(Value::Null) => {}
-        Some(Value::String(s)) => request.system.push(s.clone()),
+        Some(Value::String(s)) => request.system.push(s.as_str().into()),
         Some(Value::Array(blocks)) => {
             for (i, block) in blocks.iter().enumerate() {
                 request
                     .system
-                    .push(json::req_str(block, "text", &format!("system[{i}]."))?.to_string());
+                    .push(json::req_str(block, "text", &format!("system[{i}]."))?.into());
             }
         }
         Some(_) => {
@@ -80,7 +80,7 @@ fn decode_request_value(body: &[u8]) -> Result<ir::Request, ApiError> {
         }
         request.tools.push(Tool {
             name: json::req_str(tool, "name", &path)?.to_string(),
-            description: json::str_at(tool, "description", &path)?.map(str::to_string),
+            description: json::str_at(tool, "description", &path)?.map(Into::into),
             parameters: tool
                 .get("input_schema")
                 .cloned()
@@ -154,7 +154,11 @@ fn decode_options(
 fn decode_content(content: Option<&Value>, path: &str) -> Result<Vec<Part>, ApiError> {
     let blocks = match content {
         None | Some(Value::Null) => return Ok(Vec::new()),
-        Some(Value::String(text)) => return Ok(vec![Part::Text { text: text.clone() }]),
+        Some(Value::String(text)) => {
+            return Ok(vec![Part::Text {
+                text: text.as_str().into(),
+            }]);
+        }
         Some(Value::Array(blocks)) => blocks,
         Some(_) => {
             return Err(ApiError::invalid(format!(
@@ -170,7 +174,7 @@ fn decode_content(content: Option<&Value>, path: &str) -> Result<Vec<Part>, ApiE
         };
         let part = match kind {
             "text" => Part::Text {
-                text: json::req_str(block, "text", &at)?.to_string(),
+                text: json::req_str(block, "text", &at)?.into(),
             },
             "image" => Part::Image {
                 source: decode_image(block, &at)?,
@@ -178,7 +182,7 @@ fn decode_content(content: Option<&Value>, path: &str) -> Result<Vec<Part>, ApiE
             "thinking" => Part::Thinking {
                 text: json::str_at(block, "thinking", &at)?
                     .unwrap_or_default()
-                    .to_string(),
+                    .into(),
                 signature: json::str_at(block, "signature", &at)?.map(str::to_string),
             },
             "redacted_thinking" => Part::RedactedThinking {
@@ -203,9 +207,7 @@ fn decode_content(content: Option<&Value>, path: &str) -> Result<Vec<Part>, ApiE
                 Some(text)
                     if block.pointer("/source/type").and_then(Value::as_str) == Some("text") =>
                 {
-                    Part::Text {
-                        text: text.to_string(),
-                    }
+                    Part::Text { text: text.into() }
                 }
                 _ => continue,
             },
@@ -251,7 +253,7 @@ mod wire {
 
     use super::{arguments_text, decode_image_source, decode_options};
     use crate::gateway::ir::{
-        self, Message, Part, Role, Schema, Tool, ToolCall, ToolKind, ToolResult,
+        self, Message, Part, Role, Schema, Text, Tool, ToolCall, ToolKind, ToolResult,
     };
 
     #[derive(Deserialize)]
@@ -279,7 +281,7 @@ mod wire {
     #[derive(Deserialize)]
     struct WireTool {
         name: Option<String>,
-        description: Option<String>,
+        description: Option<Text>,
         /// Kept even when null, as the `Value` path does; as JSON text, never taken apart.
         #[serde(default, deserialize_with = "some_raw")]
         input_schema: Option<Box<RawValue>>,
@@ -291,14 +293,14 @@ mod wire {
     struct Block {
         #[serde(rename = "type")]
         kind: Option<String>,
-        text: Option<String>,
+        text: Option<Text>,
         id: Option<String>,
         name: Option<String>,
         input: Option<Value>,
         tool_use_id: Option<String>,
-        content: Option<Content>,
+        content: Option<ResultContent>,
         is_error: Option<bool>,
-        thinking: Option<String>,
+        thinking: Option<Text>,
         signature: Option<String>,
         data: Option<String>,
         source: Option<Value>,
@@ -306,8 +308,26 @@ mod wire {
 
     /// A string, or a list of blocks.
     enum Content {
-        Text(String),
+        Text(Text),
         Blocks(Vec<Object<Block>>),
+    }
+
+    /// A tool result's content: most often one long string (a command's output, a file), so
+    /// it is taken as JSON text first and kept as it arrived, escapes and all; the rarer list
+    /// of blocks is then read from that text.
+    struct ResultContent(Content);
+
+    impl<'de> Deserialize<'de> for ResultContent {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            let raw = <&RawValue>::deserialize(d)?;
+            if raw.get().starts_with('[') {
+                let blocks = serde_json::from_str(raw.get()).map_err(serde::de::Error::custom)?;
+                return Ok(ResultContent(Content::Blocks(blocks)));
+            }
+            Text::from_json(raw.to_owned())
+                .map(|text| ResultContent(Content::Text(text)))
+                .ok_or_else(|| serde::de::Error::custom("expected a string or a list of blocks"))
+        }
     }
 
     impl<'de> Deserialize<'de> for Content {
@@ -318,11 +338,17 @@ mod wire {
                 fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                     f.write_str("a string or a list of blocks")
                 }
+                fn visit_borrowed_str<E: serde::de::Error>(
+                    self,
+                    text: &'de str,
+                ) -> Result<Content, E> {
+                    Ok(Content::Text(Text::quoting(text)))
+                }
                 fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Content, E> {
-                    Ok(Content::Text(text.to_string()))
+                    Ok(Content::Text(text.into()))
                 }
                 fn visit_string<E: serde::de::Error>(self, text: String) -> Result<Content, E> {
-                    Ok(Content::Text(text))
+                    Ok(Content::Text(text.into()))
                 }
                 fn visit_seq<A: serde::de::SeqAccess<'de>>(
                     self,
@@ -441,7 +467,7 @@ mod wire {
                 "tool_result" => Part::ToolResult(ToolResult {
                     call_id: block.tool_use_id?,
                     name: None,
-                    content: parts_of(block.content)?
+                    content: parts_of(block.content.map(|c| c.0))?
                         .into_iter()
                         .filter(|p| matches!(p, Part::Text { .. } | Part::Image { .. }))
                         .collect(),
@@ -455,7 +481,9 @@ mod wire {
                     Some((Some(Value::String(text)), Some(Value::String(kind))))
                         if kind == "text" =>
                     {
-                        Part::Text { text: text.clone() }
+                        Part::Text {
+                            text: text.as_str().into(),
+                        }
                     }
                     _ => continue,
                 },

@@ -85,7 +85,7 @@ pub fn decode_request(body: &[u8]) -> Result<ir::Request, ApiError> {
                     if let Some(text) = json::str_at(message, key, &path)?.filter(|t| !t.is_empty())
                     {
                         parts.push(Part::Thinking {
-                            text: text.to_string(),
+                            text: text.into(),
                             signature: None,
                         });
                         break;
@@ -168,7 +168,7 @@ pub fn decode_request(body: &[u8]) -> Result<ir::Request, ApiError> {
                 let at = format!("{path}function.");
                 request.tools.push(Tool {
                     name: json::req_str(f, "name", &at)?.to_string(),
-                    description: json::str_at(f, "description", &at)?.map(str::to_string),
+                    description: json::str_at(f, "description", &at)?.map(Into::into),
                     parameters: f
                         .get("parameters")
                         .cloned()
@@ -182,7 +182,7 @@ pub fn decode_request(body: &[u8]) -> Result<ir::Request, ApiError> {
                 let c = tool.get("custom").unwrap_or(tool);
                 request.tools.push(Tool {
                     name: json::req_str(c, "name", &path)?.to_string(),
-                    description: json::str_at(c, "description", &path)?.map(str::to_string),
+                    description: json::str_at(c, "description", &path)?.map(Into::into),
                     parameters: custom_tool_schema().into(),
                     kind: ToolKind::Custom,
                     namespace: None,
@@ -226,22 +226,21 @@ pub fn decode_request(body: &[u8]) -> Result<ir::Request, ApiError> {
 }
 
 /// Text of a string-or-parts content field.
-fn text_of(content: Option<&Value>, path: &str) -> Result<String, ApiError> {
+fn text_of(content: Option<&Value>, path: &str) -> Result<ir::Text, ApiError> {
     let parts = decode_user_content(content, path)?;
-    Ok(parts
-        .iter()
-        .filter_map(|p| match p {
-            Part::Text { text } => Some(text.as_str()),
-            _ => None,
-        })
-        .collect::<Vec<_>>()
-        .join("\n"))
+    let texts = parts.iter().filter_map(|p| match p {
+        Part::Text { text } => Some(text),
+        _ => None,
+    });
+    Ok(ir::Text::join(texts, "\n"))
 }
 
 fn decode_user_content(content: Option<&Value>, path: &str) -> Result<Vec<Part>, ApiError> {
     match content {
         None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::String(s)) => Ok(vec![Part::Text { text: s.clone() }]),
+        Some(Value::String(s)) => Ok(vec![Part::Text {
+            text: s.as_str().into(),
+        }]),
         Some(Value::Array(items)) => {
             let mut parts = Vec::new();
             for (i, item) in items.iter().enumerate() {
@@ -249,7 +248,7 @@ fn decode_user_content(content: Option<&Value>, path: &str) -> Result<Vec<Part>,
                 match json::str_at(item, "type", &at)? {
                     Some("text") | Some("input_text") | Some("output_text") => {
                         parts.push(Part::Text {
-                            text: json::req_str(item, "text", &at)?.to_string(),
+                            text: json::req_str(item, "text", &at)?.into(),
                         })
                     }
                     Some("image_url") => {
@@ -292,7 +291,7 @@ mod out {
     use serde::Serialize;
     use serde_json::{Value, json};
 
-    use crate::gateway::ir::{self, Part, Role, ToolChoice, ToolKind};
+    use crate::gateway::ir::{self, Part, Role, Text, ToolChoice, ToolKind};
 
     #[derive(Serialize)]
     pub struct Request<'a> {
@@ -329,13 +328,13 @@ mod out {
         #[serde(skip_serializing_if = "Option::is_none")]
         tool_call_id: Option<&'a str>,
         #[serde(skip_serializing_if = "Option::is_none")]
-        reasoning_content: Option<String>,
+        reasoning_content: Option<Text>,
         #[serde(skip_serializing_if = "Vec::is_empty")]
         tool_calls: Vec<ToolCall<'a>>,
     }
 
     impl<'a> Message<'a> {
-        fn text(role: &'static str, text: Cow<'a, str>) -> Message<'a> {
+        fn text(role: &'static str, text: Cow<'a, Text>) -> Message<'a> {
             Message {
                 role,
                 content: Some(Content::Text(text)),
@@ -349,14 +348,14 @@ mod out {
     #[derive(Serialize)]
     #[serde(untagged)]
     enum Content<'a> {
-        Text(Cow<'a, str>),
+        Text(Cow<'a, Text>),
         Parts(Vec<ContentPart<'a>>),
     }
 
     #[derive(Serialize)]
     #[serde(tag = "type", rename_all = "snake_case")]
     enum ContentPart<'a> {
-        Text { text: &'a str },
+        Text { text: &'a Text },
         ImageUrl { image_url: ImageUrl },
     }
 
@@ -391,7 +390,7 @@ mod out {
         name: &'a str,
         parameters: &'a ir::Schema,
         #[serde(skip_serializing_if = "Option::is_none")]
-        description: Option<&'a str>,
+        description: Option<&'a Text>,
     }
 
     pub fn request<'a>(request: &'a ir::Request, model: &'a str) -> Request<'a> {
@@ -399,7 +398,7 @@ mod out {
         if !request.system.is_empty() {
             messages.push(Message::text(
                 "system",
-                Cow::Owned(request.system.join("\n\n")),
+                Cow::Owned(Text::join(&request.system, "\n\n")),
             ));
         }
         for message in &request.messages {
@@ -413,11 +412,11 @@ mod out {
                 Role::User => user(&message.parts, &mut messages),
                 Role::Assistant => {
                     let text = joined_text(&message.parts);
-                    let thinking: Vec<&str> = message
+                    let thinking: Vec<&Text> = message
                         .parts
                         .iter()
                         .filter_map(|p| match p {
-                            Part::Thinking { text, .. } if !text.is_empty() => Some(text.as_str()),
+                            Part::Thinking { text, .. } if !text.is_empty() => Some(text),
                             _ => None,
                         })
                         .collect();
@@ -447,7 +446,8 @@ mod out {
                         role: "assistant",
                         content: (!text.is_empty()).then_some(Content::Text(text)),
                         tool_call_id: None,
-                        reasoning_content: (!thinking.is_empty()).then(|| thinking.join("\n")),
+                        reasoning_content: (!thinking.is_empty())
+                            .then(|| Text::join(thinking, "\n")),
                         tool_calls,
                     });
                 }
@@ -461,7 +461,7 @@ mod out {
                 function: Function {
                     name: &t.name,
                     parameters: &t.parameters,
-                    description: t.description.as_deref(),
+                    description: t.description.as_ref(),
                 },
             })
             .collect();
@@ -495,21 +495,17 @@ mod out {
     }
 
     /// The text parts joined (borrowed when there is just one).
-    pub(super) fn joined_text(parts: &[Part]) -> Cow<'_, str> {
-        let mut texts = parts.iter().filter_map(|p| match p {
-            Part::Text { text } => Some(text.as_str()),
-            _ => None,
-        });
-        let Some(first) = texts.next() else {
-            return Cow::Borrowed("");
-        };
-        match texts.next() {
-            None => Cow::Borrowed(first),
-            Some(second) => {
-                let mut all = format!("{first}{second}");
-                texts.for_each(|t| all.push_str(t));
-                Cow::Owned(all)
-            }
+    pub(super) fn joined_text(parts: &[Part]) -> Cow<'_, Text> {
+        let texts: Vec<&Text> = parts
+            .iter()
+            .filter_map(|p| match p {
+                Part::Text { text } => Some(text),
+                _ => None,
+            })
+            .collect();
+        match texts.as_slice() {
+            [only] => Cow::Borrowed(*only),
+            _ => Cow::Owned(Text::join(texts, "")),
         }
     }
 
@@ -522,8 +518,8 @@ mod out {
             match part {
                 Part::ToolResult(result) => {
                     let mut text = result.text();
-                    if result.is_error && !text.starts_with("Error") {
-                        text = format!("Error: {text}");
+                    if result.is_error && !text.as_str().starts_with("Error") {
+                        text = Text::join([&Text::from("Error: "), &text], "");
                     }
                     let mut message = Message::text("tool", Cow::Owned(text));
                     message.tool_call_id = Some(&result.call_id);
@@ -550,7 +546,7 @@ mod out {
         if content.is_empty() {
             return;
         }
-        let texts: Option<Vec<&str>> = content
+        let texts: Option<Vec<&Text>> = content
             .iter()
             .map(|c| match c {
                 ContentPart::Text { text } => Some(*text),
@@ -559,7 +555,7 @@ mod out {
             .collect();
         messages.push(match texts {
             Some(texts) if texts.len() == 1 => Message::text("user", Cow::Borrowed(texts[0])),
-            Some(texts) => Message::text("user", Cow::Owned(texts.join("\n"))),
+            Some(texts) => Message::text("user", Cow::Owned(Text::join(texts, "\n"))),
             None => Message {
                 role: "user",
                 content: Some(Content::Parts(content)),
@@ -626,16 +622,14 @@ pub fn decode_response(body: &[u8]) -> Result<ir::Response, ApiError> {
     for key in ["reasoning_content", "reasoning"] {
         if let Some(text) = message[key].as_str().filter(|t| !t.is_empty()) {
             parts.push(Part::Thinking {
-                text: text.to_string(),
+                text: text.into(),
                 signature: None,
             });
             break;
         }
     }
     if let Some(text) = message["content"].as_str().filter(|t| !t.is_empty()) {
-        parts.push(Part::Text {
-            text: text.to_string(),
-        });
+        parts.push(Part::Text { text: text.into() });
     }
     for call in message["tool_calls"]
         .as_array()
@@ -670,16 +664,16 @@ pub fn decode_response(body: &[u8]) -> Result<ir::Response, ApiError> {
 pub fn encode_response(response: &ir::Response) -> Value {
     let text = out::joined_text(&response.parts);
     let mut message = json!({"role": "assistant", "content": if text.is_empty() { Value::Null } else { json!(text) }});
-    let thinking: Vec<&str> = response
+    let thinking: Vec<&ir::Text> = response
         .parts
         .iter()
         .filter_map(|p| match p {
-            Part::Thinking { text, .. } => Some(text.as_str()),
+            Part::Thinking { text, .. } => Some(text),
             _ => None,
         })
         .collect();
     if !thinking.is_empty() {
-        message["reasoning_content"] = json!(thinking.join("\n"));
+        message["reasoning_content"] = json!(ir::Text::join(thinking, "\n"));
     }
     let calls: Vec<Value> = response
         .parts

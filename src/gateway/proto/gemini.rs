@@ -30,7 +30,7 @@ pub fn decode_request(body: &[u8], model: &str) -> Result<ir::Request, ApiError>
     if let Some(system) = v.get("systemInstruction").or(v.get("system_instruction")) {
         for part in system["parts"].as_array().map(Vec::as_slice).unwrap_or(&[]) {
             if let Some(text) = part["text"].as_str() {
-                request.system.push(text.to_string());
+                request.system.push(text.into());
             }
         }
     }
@@ -49,13 +49,11 @@ pub fn decode_request(body: &[u8], model: &str) -> Result<ir::Request, ApiError>
             if let Some(text) = json::str_at(part, "text", &at)? {
                 if part["thought"].as_bool() == Some(true) {
                     parts.push(Part::Thinking {
-                        text: text.to_string(),
+                        text: text.into(),
                         signature: part["thoughtSignature"].as_str().map(str::to_string),
                     });
                 } else {
-                    parts.push(Part::Text {
-                        text: text.to_string(),
-                    });
+                    parts.push(Part::Text { text: text.into() });
                 }
             } else if let Some(data) = part.get("inlineData").or(part.get("inline_data")) {
                 parts.push(Part::Image {
@@ -117,7 +115,7 @@ pub fn decode_request(body: &[u8], model: &str) -> Result<ir::Request, ApiError>
                 parts.push(Part::ToolResult(ToolResult {
                     call_id,
                     name: Some(name),
-                    content: vec![Part::Text { text }],
+                    content: vec![Part::Text { text: text.into() }],
                     is_error,
                 }));
             }
@@ -141,7 +139,7 @@ pub fn decode_request(body: &[u8], model: &str) -> Result<ir::Request, ApiError>
             };
             request.tools.push(Tool {
                 name: json::req_str(decl, "name", &at)?.to_string(),
-                description: json::str_at(decl, "description", &at)?.map(str::to_string),
+                description: json::str_at(decl, "description", &at)?.map(Into::into),
                 parameters: parameters.into(),
                 kind: ToolKind::Function,
                 namespace: None,
@@ -356,13 +354,11 @@ fn candidate_parts(candidate: &Value, counter: &mut usize) -> Vec<Part> {
         if let Some(text) = part["text"].as_str() {
             if part["thought"].as_bool() == Some(true) {
                 parts.push(Part::Thinking {
-                    text: text.to_string(),
+                    text: text.into(),
                     signature: part["thoughtSignature"].as_str().map(str::to_string),
                 });
             } else if !text.is_empty() {
-                parts.push(Part::Text {
-                    text: text.to_string(),
-                });
+                parts.push(Part::Text { text: text.into() });
             }
         } else if let Some(call) = part.get("functionCall") {
             *counter += 1;
@@ -510,10 +506,14 @@ impl StreamDecoder for Decoder {
         let first_call = self.calls;
         for part in candidate_parts(candidate, &mut self.calls) {
             match part {
-                Part::Text { text } => out.push(StreamEvent::TextDelta { text }),
+                Part::Text { text } => out.push(StreamEvent::TextDelta {
+                    text: text.into_string(),
+                }),
                 Part::Thinking { text, signature } => {
                     if !text.is_empty() {
-                        out.push(StreamEvent::ThinkingDelta { text });
+                        out.push(StreamEvent::ThinkingDelta {
+                            text: text.into_string(),
+                        });
                     }
                     if let Some(signature) = signature {
                         out.push(StreamEvent::ThinkingSignature { signature });

@@ -42,7 +42,7 @@ pub fn decode_request(body: &[u8]) -> Result<ir::Request, ApiError> {
         ..Default::default()
     };
     if let Some(instructions) = json::str_at(&v, "instructions", "")? {
-        request.system.push(instructions.to_string());
+        request.system.push(instructions.into());
     }
     decode_tools(
         json::array_at(&v, "tools", "")?,
@@ -56,7 +56,9 @@ pub fn decode_request(body: &[u8]) -> Result<ir::Request, ApiError> {
         None | Some(Value::Null) => {}
         Some(Value::String(text)) => request.messages.push(Message {
             role: Role::User,
-            parts: vec![Part::Text { text: text.clone() }],
+            parts: vec![Part::Text {
+                text: text.as_str().into(),
+            }],
         }),
         Some(Value::Array(items)) => {
             for (i, item) in items.iter().enumerate() {
@@ -106,7 +108,7 @@ pub fn decode_request(body: &[u8]) -> Result<ir::Request, ApiError> {
                             &mut request.messages,
                             Role::Assistant,
                             vec![Part::Thinking {
-                                text: text.join("\n"),
+                                text: text.join("\n").into(),
                                 signature,
                             }],
                         );
@@ -145,7 +147,9 @@ pub fn decode_request(body: &[u8]) -> Result<ir::Request, ApiError> {
                     "function_call_output" | "custom_tool_call_output" => {
                         let call_id = json::req_str(item, "call_id", &path)?.to_string();
                         let content = match item.get("output") {
-                            Some(Value::String(s)) => vec![Part::Text { text: s.clone() }],
+                            Some(Value::String(s)) => vec![Part::Text {
+                                text: s.as_str().into(),
+                            }],
                             other => decode_content(other, &format!("{path}output"))?,
                         };
                         let result = ToolResult {
@@ -213,7 +217,7 @@ fn decode_tools(
         match json::str_at(tool, "type", &at)? {
             Some("function") => tools.push(Tool {
                 name: flat_name(namespace, json::req_str(tool, "name", &at)?),
-                description: json::str_at(tool, "description", &at)?.map(str::to_string),
+                description: json::str_at(tool, "description", &at)?.map(Into::into),
                 parameters: tool
                     .get("parameters")
                     .cloned()
@@ -232,7 +236,7 @@ fn decode_tools(
                 }
                 tools.push(Tool {
                     name: flat_name(namespace, json::req_str(tool, "name", &at)?),
-                    description: Some(description),
+                    description: Some(description.into()),
                     parameters: custom_tool_schema().into(),
                     kind: ToolKind::Custom,
                     namespace: namespace.map(str::to_string),
@@ -257,7 +261,9 @@ fn decode_tools(
 fn decode_content(content: Option<&Value>, path: &str) -> Result<Vec<Part>, ApiError> {
     match content {
         None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::String(s)) => Ok(vec![Part::Text { text: s.clone() }]),
+        Some(Value::String(s)) => Ok(vec![Part::Text {
+            text: s.as_str().into(),
+        }]),
         Some(Value::Array(items)) => {
             let mut parts = Vec::new();
             for (i, item) in items.iter().enumerate() {
@@ -265,7 +271,7 @@ fn decode_content(content: Option<&Value>, path: &str) -> Result<Vec<Part>, ApiE
                 match json::str_at(item, "type", &at)? {
                     Some("input_text" | "output_text" | "text" | "summary_text") => {
                         parts.push(Part::Text {
-                            text: json::req_str(item, "text", &at)?.to_string(),
+                            text: json::req_str(item, "text", &at)?.into(),
                         })
                     }
                     Some("input_image") => {
@@ -290,7 +296,10 @@ pub fn encode_request(request: &ir::Request, model: &str) -> Value {
     let mut out = Map::new();
     out.insert("model".into(), json!(model));
     if !request.system.is_empty() {
-        out.insert("instructions".into(), json!(request.system.join("\n\n")));
+        out.insert(
+            "instructions".into(),
+            json!(ir::Text::join(&request.system, "\n\n")),
+        );
     }
     let mut input: Vec<Value> = Vec::new();
     for message in &request.messages {
@@ -330,8 +339,8 @@ pub fn encode_request(request: &ir::Request, model: &str) -> Value {
                 Part::ToolResult(result) => {
                     flush(&mut content, &mut input);
                     let mut text = result.text();
-                    if result.is_error && !text.starts_with("Error") {
-                        text = format!("Error: {text}");
+                    if result.is_error && !text.as_str().starts_with("Error") {
+                        text = ir::Text::join([&"Error: ".into(), &text], "");
                     }
                     input.push(json!({"type": "function_call_output", "call_id": result.call_id, "output": text}));
                 }
@@ -414,9 +423,7 @@ fn item_parts(item: &Value, parts: &mut Vec<Part>) {
         Some("message") => {
             for c in item["content"].as_array().map(Vec::as_slice).unwrap_or(&[]) {
                 if let Some(text) = c["text"].as_str() {
-                    parts.push(Part::Text {
-                        text: text.to_string(),
-                    });
+                    parts.push(Part::Text { text: text.into() });
                 }
             }
         }
@@ -429,7 +436,7 @@ fn item_parts(item: &Value, parts: &mut Vec<Part>) {
                 .filter_map(|s| s["text"].as_str())
                 .collect();
             parts.push(Part::Thinking {
-                text: text.join("\n"),
+                text: text.join("\n").into(),
                 signature: item["encrypted_content"].as_str().map(str::to_string),
             });
         }
@@ -568,7 +575,7 @@ pub fn encode_response(response: &ir::Response, request: &ir::Request) -> Value 
     let mut text = String::new();
     for (i, part) in response.parts.iter().enumerate() {
         match part {
-            Part::Text { text: t } => text.push_str(t),
+            Part::Text { text: t } => text.push_str(&t.as_str()),
             Part::Thinking { text: t, signature } => {
                 let mut item = json!({"type": "reasoning", "id": format!("rs_{i}"), "summary": [{"type": "summary_text", "text": t}]});
                 if let Some(s) = signature {
@@ -707,7 +714,9 @@ impl StreamDecoder for Decoder {
                         item_parts(item, &mut parts);
                         for part in parts {
                             if let Part::Text { text } = part {
-                                out.push(StreamEvent::TextDelta { text });
+                                out.push(StreamEvent::TextDelta {
+                                    text: text.into_string(),
+                                });
                             }
                         }
                     }
