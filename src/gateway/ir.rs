@@ -58,6 +58,40 @@ impl Request {
         (chars as u64).div_ceil(4).max(1)
     }
 
+    /// About how many bytes the request takes written as JSON, to size the buffer it is
+    /// written into (without it the buffer is copied as it doubles, several times over).
+    pub fn json_size_hint(&self) -> usize {
+        fn parts_len(parts: &[Part]) -> usize {
+            parts
+                .iter()
+                .map(|part| {
+                    32 + match part {
+                        Part::Text { text } | Part::Thinking { text, .. } => text.json_len(),
+                        Part::ToolCall(call) => 2 * call.arguments.len() + 64,
+                        Part::ToolResult(result) => parts_len(&result.content) + 64,
+                        Part::Image { source } => match source {
+                            ImageSource::Base64 { data, .. } => data.len(),
+                            ImageSource::Url { url } => url.len(),
+                        },
+                        Part::RedactedThinking { data } => data.len(),
+                    }
+                })
+                .sum()
+        }
+        let system: usize = self.system.iter().map(Text::json_len).sum();
+        let messages: usize = self.messages.iter().map(|m| 32 + parts_len(&m.parts)).sum();
+        let tools: usize = self
+            .tools
+            .iter()
+            .map(|t| {
+                64 + t.name.len()
+                    + t.description.as_ref().map_or(0, Text::json_len)
+                    + t.parameters.json_text().len()
+            })
+            .sum();
+        512 + system + messages + tools
+    }
+
     /// Give every tool result the name of the call it answers (protocols that match results by
     /// name, like Gemini, need it; others only carry the id).
     pub fn link_tool_names(&mut self) {
@@ -251,11 +285,20 @@ impl Text {
     pub fn from_json(raw: Box<RawValue>) -> Option<Text> {
         let literal = raw.get();
         if !literal.starts_with('"')
-            || literal.contains("\\u") && serde_json::from_str::<String>(literal).is_err()
+            || memchr::memmem::find(literal.as_bytes(), b"\\u").is_some()
+                && serde_json::from_str::<String>(literal).is_err()
         {
             return None;
         }
         Some(Text(TextRepr::Json(raw)))
+    }
+
+    /// About how many bytes the text takes written as JSON (exact for text kept as JSON).
+    pub fn json_len(&self) -> usize {
+        match &self.0 {
+            TextRepr::Plain(text) => text.len() + 2,
+            TextRepr::Json(raw) => raw.get().len(),
+        }
     }
 
     /// Text a JSON parser could borrow from its input (so it had no escapes there): the text

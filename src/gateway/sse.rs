@@ -39,23 +39,25 @@ impl Parser {
         let mut events = Vec::new();
         loop {
             let rest = &self.buffer[self.consumed..];
-            let Some(newline) = rest.iter().position(|&b| b == b'\n') else {
+            let Some(newline) = memchr::memchr(b'\n', rest) else {
                 break;
             };
-            let line_end = self.consumed + newline;
-            let mut line = &self.buffer[self.consumed..line_end];
+            let mut line = &rest[..newline];
             if line.last() == Some(&b'\r') {
                 line = &line[..line.len() - 1];
             }
-            let line = String::from_utf8_lossy(line).into_owned();
-            self.consumed = line_end + 1;
-            if line.is_empty() {
-                if let Some(event) = self.dispatch() {
-                    events.push(event);
-                }
-                continue;
+            let blank = line.is_empty();
+            if !blank {
+                field(
+                    &mut self.name,
+                    &mut self.data,
+                    &String::from_utf8_lossy(line),
+                );
             }
-            self.field(&line);
+            self.consumed += newline + 1;
+            if blank && let Some(event) = self.dispatch() {
+                events.push(event);
+            }
         }
         if self.consumed > MAX_EVENT_BYTES {
             return Err(format!("an event exceeds {MAX_EVENT_BYTES} bytes"));
@@ -66,9 +68,9 @@ impl Parser {
     /// The stream ended: an event without its blank line still counts.
     pub fn finish(&mut self) -> Option<Event> {
         if self.consumed < self.buffer.len() {
-            let rest = String::from_utf8_lossy(&self.buffer[self.consumed..]).into_owned();
+            let rest = String::from_utf8_lossy(&self.buffer[self.consumed..]);
+            field(&mut self.name, &mut self.data, rest.trim_end_matches('\r'));
             self.consumed = self.buffer.len();
-            self.field(rest.trim_end_matches('\r'));
         }
         self.dispatch()
     }
@@ -78,33 +80,34 @@ impl Parser {
         self.data.is_some() || self.name.is_some() || self.consumed < self.buffer.len()
     }
 
-    fn field(&mut self, line: &str) {
-        if line.starts_with(':') {
-            return;
-        }
-        let (field, value) = match line.split_once(':') {
-            Some((f, v)) => (f, v.strip_prefix(' ').unwrap_or(v)),
-            None => (line, ""),
-        };
-        match field {
-            "event" => self.name = Some(value.to_string()),
-            "data" => match &mut self.data {
-                Some(data) => {
-                    data.push('\n');
-                    data.push_str(value);
-                }
-                None => self.data = Some(value.to_string()),
-            },
-            _ => {}
-        }
-    }
-
     fn dispatch(&mut self) -> Option<Event> {
         let raw = self.buffer.split_to(self.consumed).freeze();
         self.consumed = 0;
         let name = self.name.take();
         let data = self.data.take()?;
         Some(Event { name, data, raw })
+    }
+}
+
+/// One field line of the event being read (comments and unknown fields are skipped).
+fn field(name: &mut Option<String>, data: &mut Option<String>, line: &str) {
+    if line.starts_with(':') {
+        return;
+    }
+    let (field, value) = match line.split_once(':') {
+        Some((f, v)) => (f, v.strip_prefix(' ').unwrap_or(v)),
+        None => (line, ""),
+    };
+    match field {
+        "event" => *name = Some(value.to_string()),
+        "data" => match data {
+            Some(data) => {
+                data.push('\n');
+                data.push_str(value);
+            }
+            None => *data = Some(value.to_string()),
+        },
+        _ => {}
     }
 }
 

@@ -374,7 +374,8 @@ mod wire {
     }
 
     pub fn decode(body: &[u8]) -> Option<ir::Request> {
-        let Object(wire): Object<Request> = serde_json::from_slice(body).ok()?;
+        let Object(wire): Object<Request> =
+            serde_json::from_str(std::str::from_utf8(body).ok()?).ok()?;
         let mut request = ir::Request {
             model: wire.model?,
             max_tokens: wire.max_tokens,

@@ -280,7 +280,9 @@ pub fn encode_request(request: &ir::Request, model: &str) -> Value {
 
 /// The upstream body as bytes, written straight from the IR (no `Value` tree in between).
 pub fn encode_request_bytes(request: &ir::Request, model: &str) -> Vec<u8> {
-    serde_json::to_vec(&out::request(request, model)).expect("plain data serialises")
+    let mut body = Vec::with_capacity(request.json_size_hint());
+    serde_json::to_writer(&mut body, &out::request(request, model)).expect("plain data serialises");
+    body
 }
 
 /// Outbound wire types that borrow from the IR, so a request is serialised without copying
@@ -883,7 +885,7 @@ impl Decoder {
     /// A chunk through the borrowing wire types; `None` leaves it to the `Value` path.
     fn typed(&mut self, data: &str) -> Option<Vec<StreamEvent>> {
         // An error object (rare) takes the `Value` path, which reads any shape of it.
-        if self.value_only || data.contains("\"error\"") {
+        if self.value_only || memchr::memmem::find(data.as_bytes(), b"\"error\"").is_some() {
             return None;
         }
         let super::Object(chunk) =
