@@ -813,3 +813,104 @@ fn anthropic_usage_keeps_the_three_bucket_invariant() {
         }
     }
 }
+
+/// The `functionCall` parts of the model turns in a Gemini request body.
+fn replayed_calls(body: &Value) -> Vec<Value> {
+    body["contents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["role"] == "model")
+        .flat_map(|c| c["parts"].as_array().unwrap().clone())
+        .filter(|p| p.get("functionCall").is_some())
+        .collect()
+}
+
+#[test]
+fn gemini_3_gets_a_thought_signature_on_every_replayed_call() {
+    // A tool turn made through another protocol has no Gemini signature; Gemini 3 refuses such
+    // a history (400 "missing a thought_signature") unless each call carries one, so the
+    // gateway puts Google's documented stand-in there. Gemini 2.x does not check and gets none.
+    let home = tempfile::tempdir().unwrap();
+    let fake = FakeUpstream::start("done");
+    let config = format!(
+        "[gateway]\nauto_start = false\n[providers.g]\nbase_url = \"{}\"\nformat = \"gemini\"\n",
+        fake.url()
+    );
+    configure(
+        home.path(),
+        &config,
+        &[
+            ("g3", "[tiers.middle]\nmodel = \"g|gemini-3-pro-preview\"\n"),
+            ("g25", "[tiers.middle]\nmodel = \"g|gemini-2.5-flash\"\n"),
+        ],
+    );
+    let gateway = TestGateway::start(home.path());
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .new_agent();
+    let anthropic = json!({"model": "claude-sonnet-4-5", "max_tokens": 100, "messages": [
+        {"role": "user", "content": "list files"},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "ls", "input": {"path": "."}},
+                                          {"type": "tool_use", "id": "t2", "name": "ls", "input": {"path": "src"}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "a.rs"},
+                                     {"type": "tool_result", "tool_use_id": "t2", "content": "b.rs"}]}]});
+    let chat = json!({"model": "claude-sonnet-4-5", "messages": [
+        {"role": "user", "content": "list files"},
+        {"role": "assistant", "content": null, "tool_calls": [{"id": "t1", "type": "function", "function": {"name": "ls", "arguments": "{\"path\":\".\"}"}}]},
+        {"role": "tool", "tool_call_id": "t1", "content": "a.rs"}]});
+    for (path, request) in [
+        ("/v1/messages", &anthropic),
+        ("/v1/chat/completions", &chat),
+    ] {
+        for (profile, expected) in [
+            ("g3", Some("skip_thought_signature_validator")),
+            ("g25", None),
+        ] {
+            let before = fake.model_calls().len();
+            let response = agent
+                .post(&format!("{}/p/{profile}{path}", gateway.url))
+                .send(request.to_string())
+                .unwrap();
+            assert_eq!(response.status().as_u16(), 200, "{profile}{path}");
+            let calls = fake.model_calls();
+            assert_eq!(calls.len(), before + 1);
+            let replayed = replayed_calls(&calls.last().unwrap().body);
+            assert!(
+                !replayed.is_empty(),
+                "{profile}{path}: the calls are replayed"
+            );
+            for call in replayed {
+                assert_eq!(
+                    call["thoughtSignature"].as_str(),
+                    expected,
+                    "{profile}{path}: {call}"
+                );
+            }
+        }
+    }
+
+    // A signature Gemini gave is handed back as it was, not replaced by the stand-in.
+    use clutch::gateway::proto::{self, Protocol};
+    let gemini_request = json!({"contents": [
+        {"role": "user", "parts": [{"text": "list files"}]},
+        {"role": "model", "parts": [{"functionCall": {"name": "ls", "args": {"path": "."}}, "thoughtSignature": "c2lnLTE="}]},
+        {"role": "user", "parts": [{"functionResponse": {"name": "ls", "response": {"output": "a.rs"}}}]}]});
+    let decoded = proto::decode_request(
+        Protocol::Gemini,
+        gemini_request.to_string().as_bytes(),
+        Some("m"),
+    )
+    .unwrap();
+    let encoded = proto::encode_request(Protocol::Gemini, &decoded, "gemini-3-pro-preview");
+    assert_eq!(replayed_calls(&encoded)[0]["thoughtSignature"], "c2lnLTE=");
+    let answer = json!({"candidates": [{"content": {"role": "model", "parts": [
+        {"functionCall": {"name": "ls", "args": {}}, "thoughtSignature": "c2lnLTI="}]}, "finishReason": "STOP"}]});
+    let response = proto::decode_response(Protocol::Gemini, answer.to_string().as_bytes()).unwrap();
+    let written = proto::encode_response(Protocol::Gemini, &response, &decoded);
+    assert_eq!(
+        written["candidates"][0]["content"]["parts"][0]["thoughtSignature"],
+        "c2lnLTI="
+    );
+}

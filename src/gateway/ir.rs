@@ -187,6 +187,9 @@ pub struct ToolCall {
     /// JSON text (for custom tools: the raw input string).
     pub arguments: String,
     pub kind: ToolKind,
+    /// The reasoning signature the provider put on the call (Gemini's `thoughtSignature`),
+    /// to be handed back with it: Gemini 3 refuses a history whose calls lack one.
+    pub signature: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -193,6 +193,7 @@ fn decode_content(content: Option<&Value>, path: &str) -> Result<Vec<Part>, ApiE
                 name: json::req_str(block, "name", &at)?.to_string(),
                 arguments: arguments_text(block.get("input")),
                 kind: ToolKind::Function,
+                signature: None,
             }),
             "tool_result" => Part::ToolResult(ToolResult {
                 call_id: json::req_str(block, "tool_use_id", &at)?.to_string(),
@@ -464,6 +465,7 @@ mod wire {
                     name: block.name?,
                     arguments: arguments_text(block.input.as_ref()),
                     kind: ToolKind::Function,
+                    signature: None,
                 }),
                 "tool_result" => Part::ToolResult(ToolResult {
                     call_id: block.tool_use_id?,

@@ -117,6 +117,7 @@ pub fn decode_request(body: &[u8]) -> Result<ir::Request, ApiError> {
                         name,
                         arguments: arguments_text(function.get("arguments")),
                         kind: ToolKind::Function,
+                        signature: None,
                     }));
                 }
                 request.messages.push(Message {
@@ -647,6 +648,7 @@ pub fn decode_response(body: &[u8]) -> Result<ir::Response, ApiError> {
                 .to_string(),
             arguments: arguments_text(call.pointer("/function/arguments")),
             kind: ToolKind::Function,
+            signature: None,
         }));
     }
     let has_calls = parts.iter().any(|p| matches!(p, Part::ToolCall(_)));

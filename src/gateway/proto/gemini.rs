@@ -89,6 +89,7 @@ pub fn decode_request(body: &[u8], model: &str) -> Result<ir::Request, ApiError>
                         .get("args")
                         .map_or_else(|| "{}".into(), Value::to_string),
                     kind: ToolKind::Function,
+                    signature: part["thoughtSignature"].as_str().map(str::to_string),
                 }));
             } else if let Some(response) = part.get("functionResponse") {
                 let name =
@@ -207,7 +208,37 @@ pub fn lower_types(schema: &Value) -> Value {
     }
 }
 
-pub fn encode_request(request: &ir::Request) -> Value {
+/// What Gemini accepts in place of a function call's thought signature when the call has
+/// none: it came from another provider, or through a client whose protocol has nowhere to keep
+/// it. Gemini 3 refuses such a history with a 400 ("Function call is missing a
+/// thought_signature") otherwise; Google documents this value for exactly this case.
+pub const SKIP_SIGNATURE_VALIDATION: &str = "skip_thought_signature_validator";
+
+/// Whether `model` checks the thought signatures of the function calls in a history.
+fn requires_call_signatures(model: &str) -> bool {
+    let model = model.rsplit('/').next().unwrap_or(model);
+    model.starts_with("gemini-") && !model.starts_with("gemini-1") && !model.starts_with("gemini-2")
+}
+
+/// A `functionCall` part, with the call's thought signature (or, for a model that insists on
+/// one, the documented stand-in).
+fn function_call_part(call: &ir::ToolCall, signature_required: bool) -> Value {
+    let args = if call.kind == ToolKind::Custom {
+        json!({"input": call.arguments})
+    } else {
+        arguments_object(&call.arguments)
+    };
+    let mut part = json!({"functionCall": {"id": call.id, "name": call.name, "args": args}});
+    match &call.signature {
+        Some(signature) => part["thoughtSignature"] = json!(signature),
+        None if signature_required => part["thoughtSignature"] = json!(SKIP_SIGNATURE_VALIDATION),
+        None => {}
+    }
+    part
+}
+
+pub fn encode_request(request: &ir::Request, model: &str) -> Value {
+    let signature_required = requires_call_signatures(model);
     let mut out = Map::new();
     let mut contents: Vec<Value> = Vec::new();
     for message in &request.messages {
@@ -219,10 +250,16 @@ pub fn encode_request(request: &ir::Request) -> Value {
         let mut parts: Vec<Value> = Vec::new();
         for part in &message.parts {
             match part {
-                Part::Text { text } if message.role == Role::System => parts.push(json!({"text": format!("[system] {text}")})),
+                Part::Text { text } if message.role == Role::System => {
+                    parts.push(json!({"text": format!("[system] {text}")}))
+                }
                 Part::Text { text } => parts.push(json!({"text": text})),
-                Part::Image { source: ImageSource::Base64 { media_type, data } } => parts.push(json!({"inlineData": {"mimeType": media_type, "data": data}})),
-                Part::Image { source: ImageSource::Url { url } } => parts.push(json!({"fileData": {"fileUri": url}})),
+                Part::Image {
+                    source: ImageSource::Base64 { media_type, data },
+                } => parts.push(json!({"inlineData": {"mimeType": media_type, "data": data}})),
+                Part::Image {
+                    source: ImageSource::Url { url },
+                } => parts.push(json!({"fileData": {"fileUri": url}})),
                 Part::Thinking { text, signature } => {
                     let mut p = json!({"text": text, "thought": true});
                     if let Some(s) = signature {
@@ -231,10 +268,12 @@ pub fn encode_request(request: &ir::Request) -> Value {
                     parts.push(p);
                 }
                 Part::RedactedThinking { .. } => {}
-                Part::ToolCall(call) => parts.push(json!({"functionCall": {"id": call.id, "name": call.name,
-                    "args": if call.kind == ToolKind::Custom { json!({"input": call.arguments}) } else { arguments_object(&call.arguments) }}})),
+                Part::ToolCall(call) => parts.push(function_call_part(call, signature_required)),
                 Part::ToolResult(result) => {
-                    let name = result.name.clone().unwrap_or_else(|| result.call_id.clone());
+                    let name = result
+                        .name
+                        .clone()
+                        .unwrap_or_else(|| result.call_id.clone());
                     let key = if result.is_error { "error" } else { "output" };
                     parts.push(json!({"functionResponse": {"id": result.call_id, "name": name, "response": {key: result.text()}}}));
                 }
@@ -371,6 +410,7 @@ fn candidate_parts(candidate: &Value, counter: &mut usize) -> Vec<Part> {
                     .get("args")
                     .map_or_else(|| "{}".into(), Value::to_string),
                 kind: ToolKind::Function,
+                signature: part["thoughtSignature"].as_str().map(str::to_string),
             }));
         }
     }
@@ -413,7 +453,7 @@ fn encode_parts(parts: &[Part]) -> Vec<Value> {
                 }
                 Some(v)
             }
-            Part::ToolCall(call) => Some(json!({"functionCall": {"id": call.id, "name": call.name, "args": arguments_object(&call.arguments)}})),
+            Part::ToolCall(call) => Some(function_call_part(call, false)),
             _ => None,
         })
         .collect()

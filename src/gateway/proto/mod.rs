@@ -119,7 +119,7 @@ pub fn encode_request(protocol: Protocol, request: &ir::Request, model: &str) ->
         Protocol::Anthropic => anthropic::encode_request(request, model),
         Protocol::Chat => chat::encode_request(request, model),
         Protocol::Responses => responses::encode_request(request, model),
-        Protocol::Gemini => gemini::encode_request(request),
+        Protocol::Gemini => gemini::encode_request(request, model),
     }
 }
 

@@ -141,6 +141,7 @@ pub fn decode_request(body: &[u8]) -> Result<ir::Request, ApiError> {
                                 name,
                                 arguments,
                                 kind,
+                                signature: None,
                             })],
                         );
                     }
@@ -458,6 +459,7 @@ fn item_parts(item: &Value, parts: &mut Vec<Part>) {
                 } else {
                     ToolKind::Function
                 },
+                signature: None,
             }));
         }
         _ => {}
