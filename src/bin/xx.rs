@@ -3,11 +3,6 @@
 
 use clap::Parser as _;
 
-/// The gateway runs in this binary and allocates for every request and stream event; glibc's
-/// allocator took about a sixth of its CPU under load, mimalloc a fraction of that.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() {
     let result = match clutch::sidecar::hidden_entry() {
         Some(result) => result,
