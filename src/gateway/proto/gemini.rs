@@ -212,7 +212,7 @@ pub fn lower_types(schema: &Value) -> Value {
 /// none: it came from another provider, or through a client whose protocol has nowhere to keep
 /// it. Gemini 3 refuses such a history with a 400 ("Function call is missing a
 /// thought_signature") otherwise; Google documents this value for exactly this case.
-pub const SKIP_SIGNATURE_VALIDATION: &str = "skip_thought_signature_validator";
+const SKIP_SIGNATURE_VALIDATION: &str = "skip_thought_signature_validator";
 
 /// Whether `model` checks the thought signatures of the function calls in a history.
 fn requires_call_signatures(model: &str) -> bool {
