@@ -3,6 +3,13 @@
 
 use clap::Parser as _;
 
+/// The gateway runs in this binary and allocates for every request and stream event; glibc's
+/// allocator took about a sixth of its CPU under load, mimalloc a fraction of that. Built
+/// with `no_thp`: otherwise mimalloc asks for transparent huge pages on its arenas, and the
+/// idle gateway's RSS doubles (7.8 -> 15.9 MB) for memory it never uses.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let result = match clutch::sidecar::hidden_entry() {
         Some(result) => result,
