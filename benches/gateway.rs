@@ -781,14 +781,14 @@ fn micro() {
         let mut parser = clutch::gateway::sse::Parser::new();
         let mut decoder = proto::stream_decoder(Protocol::Chat);
         let mut encoder = proto::stream_encoder(Protocol::Anthropic, &request);
-        let mut out = 0;
+        let mut out = Vec::new();
         for event in parser.push(stream.as_bytes()).unwrap() {
             for e in decoder.event(&event).unwrap() {
-                out += encoder.event(&e).len();
+                encoder.event(&e, &mut out);
             }
         }
         for e in decoder.finish() {
-            out += encoder.event(&e).len();
+            encoder.event(&e, &mut out);
         }
         std::hint::black_box(out);
     });

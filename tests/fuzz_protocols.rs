@@ -194,7 +194,7 @@ fn translate_stream(upstream: Protocol, bytes: &[u8], cuts: &[usize]) {
                     Ok(out) => events.extend(out),
                     Err(error) => {
                         for encoder in &mut encoders {
-                            let _ = encoder.error(&error);
+                            encoder.error(&error, &mut Vec::new());
                         }
                     }
                 }
@@ -207,10 +207,11 @@ fn translate_stream(upstream: Protocol, bytes: &[u8], cuts: &[usize]) {
     }
     events.extend(decoder.finish());
     for encoder in &mut encoders {
+        let mut out = Vec::new();
         for event in &events {
-            let _ = encoder.event(event);
+            encoder.event(event, &mut out);
         }
-        let _ = encoder.error(&clutch::gateway::ir::ApiError::upstream("cut"));
+        encoder.error(&clutch::gateway::ir::ApiError::upstream("cut"), &mut out);
     }
 }
 

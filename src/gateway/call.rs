@@ -8,7 +8,7 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::Response;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use serde_json::Value;
@@ -289,7 +289,7 @@ impl Call {
             Ok(events) => track_usage(&mut usage, &events),
         }
         Ok(Relay {
-            head: BytesMut::from(&first.raw[..]),
+            head: first.raw.to_vec(),
             call: self,
             upstream,
             decoder,
@@ -366,9 +366,9 @@ impl Call {
         }
         let mut usage = ir::Usage::default();
         track_usage(&mut usage, &pending);
-        let mut head = BytesMut::new();
+        let mut head = Vec::new();
         for event in &pending {
-            extend(&mut head, encoder.event(event));
+            encoder.event(event, &mut head);
         }
         Ok(Relay {
             head,
@@ -436,11 +436,11 @@ impl Call {
             },
         };
         let mut encoder = proto::stream_encoder(protocol, &request);
-        let mut body = BytesMut::new();
+        let mut body = Vec::new();
         for event in replay(&answer) {
-            extend(&mut body, encoder.event(&event));
+            encoder.event(&event, &mut body);
         }
-        Ok(event_stream_response(Body::from(body.freeze())))
+        Ok(event_stream_response(Body::from(body)))
     }
 }
 
@@ -531,12 +531,6 @@ fn is_event_stream(response: &UpstreamResponse) -> bool {
         .is_none_or(|v| v.contains("event-stream"))
 }
 
-fn extend(out: &mut BytesMut, frames: Vec<Bytes>) {
-    for frame in frames {
-        out.extend_from_slice(&frame);
-    }
-}
-
 fn event_stream_response(body: Body) -> Response {
     Response::builder()
         .status(200)
@@ -553,7 +547,7 @@ fn event_stream_response(body: Body) -> Response {
 /// upstream response, which cancels the upstream request.
 struct Relay {
     /// What was read before the commit point, ready to go out first.
-    head: BytesMut,
+    head: Vec<u8>,
     call: Call,
     upstream: EventStream,
     decoder: Box<dyn proto::StreamDecoder>,
@@ -574,6 +568,8 @@ impl Relay {
 
     async fn next_chunk(&mut self) -> Option<Bytes> {
         let mut out = std::mem::take(&mut self.head);
+        // An event translates to a few hundred bytes; a burst of them to a few kilobytes.
+        out.reserve(1024);
         loop {
             while !self.done
                 && let Some(event) = self.upstream.ready()
@@ -589,17 +585,17 @@ impl Relay {
                 Err(error) => self.fail(&error, &mut out),
             }
         }
-        (!out.is_empty()).then(|| out.freeze())
+        (!out.is_empty()).then(|| Bytes::from(out))
     }
 
-    fn pass(&mut self, event: &sse::Event, out: &mut BytesMut) {
+    fn pass(&mut self, event: &sse::Event, out: &mut Vec<u8>) {
         match self.decoder.event(event) {
             Ok(events) => {
                 track_usage(&mut self.usage, &events);
                 match &mut self.encoder {
                     Some(encoder) => {
                         for event in &events {
-                            extend(out, encoder.event(event));
+                            encoder.event(event, out);
                         }
                     }
                     None => out.extend_from_slice(&event.raw),
@@ -616,12 +612,12 @@ impl Relay {
         }
     }
 
-    fn end(&mut self, out: &mut BytesMut) {
+    fn end(&mut self, out: &mut Vec<u8>) {
         self.call.record_usage(&self.usage);
         let owed = self.decoder.finish();
         if let Some(encoder) = &mut self.encoder {
             for event in &owed {
-                extend(out, encoder.event(event));
+                encoder.event(event, out);
             }
         }
         if self.decoder.complete() {
@@ -631,12 +627,11 @@ impl Relay {
         }
     }
 
-    fn fail(&mut self, error: &ApiError, out: &mut BytesMut) {
-        let frames = match &mut self.encoder {
-            Some(encoder) => encoder.error(error),
-            None => proto::stream_error(self.call.protocol, error),
-        };
-        extend(out, frames);
+    fn fail(&mut self, error: &ApiError, out: &mut Vec<u8>) {
+        match &mut self.encoder {
+            Some(encoder) => encoder.error(error, out),
+            None => proto::stream_error(self.call.protocol, error, out),
+        }
         self.done = true;
     }
 }

@@ -288,8 +288,7 @@ impl Text {
     pub fn from_json(raw: Box<RawValue>) -> Option<Text> {
         let literal = raw.get();
         if !literal.starts_with('"')
-            || memchr::memmem::find(literal.as_bytes(), b"\\u").is_some()
-                && serde_json::from_str::<String>(literal).is_err()
+            || has_unicode_escape(literal) && serde_json::from_str::<String>(literal).is_err()
         {
             return None;
         }
@@ -307,7 +306,7 @@ impl Text {
     /// Text a JSON parser could borrow from its input (so it had no escapes there): the text
     /// in quotes is its literal, and is kept as that.
     pub fn quoting(text: &str) -> Text {
-        if text.contains(['"', '\\']) {
+        if memchr::memchr2(b'"', b'\\', text.as_bytes()).is_some() {
             return text.into();
         }
         RawValue::from_string(format!("\"{text}\""))
@@ -322,7 +321,7 @@ impl Text {
             TextRepr::Plain(text) => Cow::Borrowed(text),
             TextRepr::Json(raw) => {
                 let inner = json_inner(raw);
-                if inner.contains('\\') {
+                if has_escape(inner) {
                     Cow::Owned(serde_json::from_str(raw.get()).expect("a JSON string literal"))
                 } else {
                     Cow::Borrowed(inner)
@@ -382,6 +381,19 @@ impl Text {
     }
 }
 
+// `str::contains` and `find` with a char scan byte by byte; memchr's SIMD scan is several
+// times faster over the kilobytes of an agent's prompt.
+fn has_escape(inner: &str) -> bool {
+    memchr::memchr(b'\\', inner.as_bytes()).is_some()
+}
+
+/// Whether a JSON string literal may hold a `\u` escape (an escaped backslash before a `u`
+/// also counts; the caller then reads the string to be sure).
+fn has_unicode_escape(literal: &str) -> bool {
+    let bytes = literal.as_bytes();
+    memchr::memchr_iter(b'\\', bytes).any(|at| bytes.get(at + 1) == Some(&b'u'))
+}
+
 /// The characters between the quotes of a JSON string literal.
 fn json_inner(raw: &RawValue) -> &str {
     let literal = raw.get();
@@ -398,7 +410,7 @@ fn escaped(text: &str) -> String {
 fn unescaped_len(inner: &str) -> usize {
     let bytes = inner.as_bytes();
     let (mut len, mut at) = (0, 0);
-    while let Some(found) = inner[at..].find('\\') {
+    while let Some(found) = memchr::memchr(b'\\', &bytes[at..]) {
         len += found;
         at += found;
         if bytes.get(at + 1) == Some(&b'u') {

@@ -48,11 +48,12 @@ impl Parser {
             }
             let blank = line.is_empty();
             if !blank {
-                field(
-                    &mut self.name,
-                    &mut self.data,
-                    &String::from_utf8_lossy(line),
-                );
+                // `from_utf8` checks ASCII a word at a time; the lossy form goes byte by byte.
+                let line = match std::str::from_utf8(line) {
+                    Ok(line) => std::borrow::Cow::Borrowed(line),
+                    Err(_) => String::from_utf8_lossy(line),
+                };
+                field(&mut self.name, &mut self.data, &line);
             }
             self.consumed += newline + 1;
             if blank && let Some(event) = self.dispatch() {
@@ -111,21 +112,34 @@ fn field(name: &mut Option<String>, data: &mut Option<String>, line: &str) {
     }
 }
 
-/// `event: <name>\ndata: <data>\n\n`, or only the data line when `name` is None.
-pub fn frame(name: Option<&str>, data: &str) -> Bytes {
-    let mut out = String::with_capacity(data.len() + 32);
-    if let Some(name) = name {
-        out.push_str("event: ");
-        out.push_str(name);
-        out.push('\n');
-    }
+/// Appends `event: <name>\ndata: <data>\n\n` to `out` (only the data lines when `name` is
+/// None). Encoders write straight into the buffer that goes to the client, so an event costs
+/// no allocation of its own.
+pub fn write(out: &mut Vec<u8>, name: Option<&str>, data: &str) {
+    write_name(out, name);
     for line in data.split('\n') {
-        out.push_str("data: ");
-        out.push_str(line);
-        out.push('\n');
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(line.as_bytes());
+        out.extend_from_slice(b"\n");
     }
-    out.push('\n');
-    Bytes::from(out)
+    out.extend_from_slice(b"\n");
+}
+
+/// Appends an event whose data is `data` serialised as JSON: one `data:` line, since JSON
+/// text has no raw newlines.
+pub fn write_json(out: &mut Vec<u8>, name: Option<&str>, data: &impl serde::Serialize) {
+    write_name(out, name);
+    out.extend_from_slice(b"data: ");
+    serde_json::to_writer(&mut *out, data).expect("event data serialises");
+    out.extend_from_slice(b"\n\n");
+}
+
+fn write_name(out: &mut Vec<u8>, name: Option<&str>) {
+    if let Some(name) = name {
+        out.extend_from_slice(b"event: ");
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b"\n");
+    }
 }
 
 #[cfg(test)]

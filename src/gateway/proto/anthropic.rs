@@ -1,6 +1,5 @@
 //! Anthropic Messages (`/v1/messages`): what Claude Code speaks.
 
-use bytes::Bytes;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
@@ -741,8 +740,8 @@ pub fn error_body(error: &ApiError) -> Value {
     json!({"type": "error", "error": {"type": error_type(error.kind), "message": error.message}})
 }
 
-pub fn stream_error(error: &ApiError) -> Bytes {
-    sse::frame(Some("error"), &error_body(error).to_string())
+pub fn stream_error(error: &ApiError, out: &mut Vec<u8>) {
+    sse::write_json(out, Some("error"), &error_body(error));
 }
 
 fn decode_error_value(v: &Value, status: u16) -> ApiError {
@@ -911,24 +910,13 @@ pub struct Encoder {
 }
 
 impl Encoder {
-    fn frame(name: &str, data: Value) -> Bytes {
-        Self::frame_of(name, &data)
-    }
-
-    fn frame_of(name: &str, data: &impl serde::Serialize) -> Bytes {
-        let mut out = Vec::with_capacity(64);
-        out.extend_from_slice(b"event: ");
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(b"\ndata: ");
-        // JSON text has no raw newlines, so it is one `data:` line.
-        serde_json::to_writer(&mut out, data).expect("event data serialises");
-        out.extend_from_slice(b"\n\n");
-        Bytes::from(out)
+    fn frame(out: &mut Vec<u8>, name: &str, data: Value) {
+        sse::write_json(out, Some(name), &data);
     }
 
     /// A `content_block_delta` for the open block, written straight from the text: the hot
     /// path of every streamed answer.
-    fn delta(&self, delta: BlockDelta<'_>) -> Bytes {
+    fn delta(&self, out: &mut Vec<u8>, delta: BlockDelta<'_>) {
         #[derive(serde::Serialize)]
         struct Event<'a> {
             #[serde(rename = "type")]
@@ -936,17 +924,18 @@ impl Encoder {
             index: usize,
             delta: BlockDelta<'a>,
         }
-        Self::frame_of(
-            "content_block_delta",
+        sse::write_json(
+            out,
+            Some("content_block_delta"),
             &Event {
                 kind: "content_block_delta",
                 index: self.next_index,
                 delta,
             },
-        )
+        );
     }
 
-    fn ensure_started(&mut self, out: &mut Vec<Bytes>) {
+    fn ensure_started(&mut self, out: &mut Vec<u8>) {
         if self.started {
             return;
         }
@@ -954,22 +943,27 @@ impl Encoder {
         if self.id.is_empty() {
             self.id = "msg_clutch".into();
         }
-        out.push(Self::frame("message_start", json!({"type": "message_start", "message": {
+        Self::frame(
+            out,
+            "message_start",
+            json!({"type": "message_start", "message": {
             "id": self.id, "type": "message", "role": "assistant", "model": self.model, "content": [],
-            "stop_reason": null, "stop_sequence": null, "usage": usage_wire(&self.usage)}})));
+            "stop_reason": null, "stop_sequence": null, "usage": usage_wire(&self.usage)}}),
+        );
     }
 
-    fn close_open(&mut self, out: &mut Vec<Bytes>) {
+    fn close_open(&mut self, out: &mut Vec<u8>) {
         if self.open.take().is_some() {
-            out.push(Self::frame(
+            Self::frame(
+                out,
                 "content_block_stop",
                 json!({"type": "content_block_stop", "index": self.next_index}),
-            ));
+            );
             self.next_index += 1;
         }
     }
 
-    fn open_block(&mut self, block: Block, out: &mut Vec<Bytes>) {
+    fn open_block(&mut self, block: Block, out: &mut Vec<u8>) {
         if self.open == Some(block) {
             return;
         }
@@ -979,30 +973,40 @@ impl Encoder {
             Block::Text => json!({"type": "text", "text": ""}),
             Block::Thinking => json!({"type": "thinking", "thinking": "", "signature": ""}),
         };
-        out.push(Self::frame("content_block_start", json!({"type": "content_block_start", "index": self.next_index, "content_block": content})));
+        Self::frame(
+            out,
+            "content_block_start",
+            json!({"type": "content_block_start", "index": self.next_index, "content_block": content}),
+        );
         self.open = Some(block);
     }
 
-    fn flush_tools(&mut self, out: &mut Vec<Bytes>) {
+    fn flush_tools(&mut self, out: &mut Vec<u8>) {
         if self.tools.is_empty() {
             return;
         }
         self.close_open(out);
         for tool in self.tools.take() {
             let index = self.next_index;
-            out.push(Self::frame("content_block_start", json!({"type": "content_block_start", "index": index,
-                "content_block": {"type": "tool_use", "id": tool.id, "name": tool.name, "input": {}}})));
+            Self::frame(
+                out,
+                "content_block_start",
+                json!({"type": "content_block_start", "index": index,
+                "content_block": {"type": "tool_use", "id": tool.id, "name": tool.name, "input": {}}}),
+            );
             // Normalise to one JSON object: upstream fragments may be partial or pretty-printed.
             let arguments = arguments_object(&tool.arguments).to_string();
-            out.push(Self::frame(
+            Self::frame(
+                out,
                 "content_block_delta",
                 json!({"type": "content_block_delta", "index": index,
                 "delta": {"type": "input_json_delta", "partial_json": arguments}}),
-            ));
-            out.push(Self::frame(
+            );
+            Self::frame(
+                out,
                 "content_block_stop",
                 json!({"type": "content_block_stop", "index": index}),
-            ));
+            );
             self.next_index += 1;
         }
     }
@@ -1020,10 +1024,9 @@ enum BlockDelta<'a> {
 }
 
 impl StreamEncoder for Encoder {
-    fn event(&mut self, event: &StreamEvent) -> Vec<Bytes> {
-        let mut out = Vec::new();
+    fn event(&mut self, event: &StreamEvent, out: &mut Vec<u8>) {
         if self.done {
-            return out;
+            return;
         }
         match event {
             StreamEvent::Start { id, model } => {
@@ -1034,48 +1037,50 @@ impl StreamEncoder for Encoder {
             }
             StreamEvent::Usage(usage) => self.usage.merge(usage),
             StreamEvent::TextDelta { text } => {
-                self.ensure_started(&mut out);
-                self.open_block(Block::Text, &mut out);
-                out.push(self.delta(BlockDelta::Text { text }));
+                self.ensure_started(out);
+                self.open_block(Block::Text, out);
+                self.delta(out, BlockDelta::Text { text });
             }
             StreamEvent::ThinkingDelta { text } => {
-                self.ensure_started(&mut out);
-                self.open_block(Block::Thinking, &mut out);
-                out.push(self.delta(BlockDelta::Thinking { thinking: text }));
+                self.ensure_started(out);
+                self.open_block(Block::Thinking, out);
+                self.delta(out, BlockDelta::Thinking { thinking: text });
             }
             StreamEvent::ThinkingSignature { signature } => {
-                self.ensure_started(&mut out);
-                self.open_block(Block::Thinking, &mut out);
-                out.push(self.delta(BlockDelta::Signature { signature }));
+                self.ensure_started(out);
+                self.open_block(Block::Thinking, out);
+                self.delta(out, BlockDelta::Signature { signature });
             }
             StreamEvent::ToolCallStart {
                 index, id, name, ..
             } => {
-                self.ensure_started(&mut out);
-                self.close_open(&mut out);
+                self.ensure_started(out);
+                self.close_open(out);
                 self.tools.start(*index, id, name);
             }
             StreamEvent::ToolCallDelta { index, arguments } => {
                 self.tools.append(*index, arguments);
             }
             StreamEvent::Stop(stop) => {
-                self.ensure_started(&mut out);
-                self.flush_tools(&mut out);
-                self.close_open(&mut out);
-                out.push(Self::frame("message_delta", json!({"type": "message_delta",
-                    "delta": {"stop_reason": stop_name(*stop), "stop_sequence": null}, "usage": usage_wire(&self.usage)})));
-                out.push(Self::frame("message_stop", json!({"type": "message_stop"})));
+                self.ensure_started(out);
+                self.flush_tools(out);
+                self.close_open(out);
+                Self::frame(
+                    out,
+                    "message_delta",
+                    json!({"type": "message_delta",
+                    "delta": {"stop_reason": stop_name(*stop), "stop_sequence": null}, "usage": usage_wire(&self.usage)}),
+                );
+                Self::frame(out, "message_stop", json!({"type": "message_stop"}));
                 self.done = true;
             }
         }
-        out
     }
 
-    fn error(&mut self, error: &ApiError) -> Vec<Bytes> {
-        if self.done {
-            return Vec::new();
+    fn error(&mut self, error: &ApiError, out: &mut Vec<u8>) {
+        if !self.done {
+            self.done = true;
+            stream_error(error, out);
         }
-        self.done = true;
-        vec![stream_error(error)]
     }
 }

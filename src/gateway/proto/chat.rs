@@ -1,9 +1,10 @@
 //! OpenAI Chat Completions (`/v1/chat/completions`): what Qwen Code, OpenCode, Pi and Hermes
 //! speak, and what most cheap providers serve.
 
+use memchr::memmem;
 use std::collections::HashMap;
+use std::sync::LazyLock;
 
-use bytes::Bytes;
 use serde_json::{Value, json};
 
 use super::json::{self, arguments_text};
@@ -591,14 +592,20 @@ fn stop_name(stop: StopReason) -> &'static str {
 }
 
 fn usage_from(u: &Value) -> Usage {
-    let n = |p: &str| u.pointer(p).and_then(Value::as_u64).unwrap_or(0);
+    // `Value::pointer` parses its path (and unescapes `~`) on every call; these are fixed.
+    let n = |path: &[&str]| {
+        path.iter()
+            .try_fold(u, |v, key| v.get(key))
+            .and_then(Value::as_u64)
+            .unwrap_or(0)
+    };
     Usage {
-        input_tokens: n("/prompt_tokens"),
-        output_tokens: n("/completion_tokens"),
-        cache_read_tokens: n("/prompt_tokens_details/cached_tokens")
-            .max(n("/prompt_cache_hit_tokens")),
-        cache_write_tokens: n("/prompt_tokens_details/cache_write_tokens"),
-        reasoning_tokens: n("/completion_tokens_details/reasoning_tokens"),
+        input_tokens: n(&["prompt_tokens"]),
+        output_tokens: n(&["completion_tokens"]),
+        cache_read_tokens: n(&["prompt_tokens_details", "cached_tokens"])
+            .max(n(&["prompt_cache_hit_tokens"])),
+        cache_write_tokens: n(&["prompt_tokens_details", "cache_write_tokens"]),
+        reasoning_tokens: n(&["completion_tokens_details", "reasoning_tokens"]),
     }
 }
 
@@ -618,7 +625,8 @@ pub fn decode_response(body: &[u8]) -> Result<ir::Response, ApiError> {
         return Err(decode_error_value(error, 500));
     }
     let choice = v
-        .pointer("/choices/0")
+        .get("choices")
+        .and_then(|choices| choices.get(0))
         .ok_or_else(|| ApiError::upstream("upstream answered with no choices"))?;
     let message = &choice["message"];
     let mut parts = Vec::new();
@@ -725,11 +733,9 @@ pub fn error_body(error: &ApiError) -> Value {
     json!({"error": {"message": error.message, "type": kind, "param": null, "code": code}})
 }
 
-pub fn stream_error(error: &ApiError) -> Vec<Bytes> {
-    vec![
-        sse::frame(None, &error_body(error).to_string()),
-        sse::frame(None, "[DONE]"),
-    ]
+pub fn stream_error(error: &ApiError, out: &mut Vec<u8>) {
+    sse::write_json(out, None, &error_body(error));
+    sse::write(out, None, "[DONE]");
 }
 
 fn decode_error_value(error: &Value, status: u16) -> ApiError {
@@ -887,7 +893,9 @@ impl Decoder {
     /// A chunk through the borrowing wire types; `None` leaves it to the `Value` path.
     fn typed(&mut self, data: &str) -> Option<Vec<StreamEvent>> {
         // An error object (rare) takes the `Value` path, which reads any shape of it.
-        if self.value_only || memchr::memmem::find(data.as_bytes(), b"\"error\"").is_some() {
+        static ERROR_KEY: LazyLock<memmem::Finder<'static>> =
+            LazyLock::new(|| memmem::Finder::new(b"\"error\""));
+        if self.value_only || ERROR_KEY.find(data.as_bytes()).is_some() {
             return None;
         }
         let super::Object(chunk) =
@@ -1029,25 +1037,24 @@ impl Encoder {
         }
     }
 
-    fn chunk(&self, delta: Value, finish: Option<&str>) -> Bytes {
+    fn chunk(&self, out: &mut Vec<u8>, delta: Value, finish: Option<&str>) {
         let data = json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
             "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
-        sse::frame(None, &data.to_string())
+        sse::write_json(out, None, &data);
     }
 
-    fn ensure_started(&mut self, out: &mut Vec<Bytes>) {
+    fn ensure_started(&mut self, out: &mut Vec<u8>) {
         if !self.started {
             self.started = true;
-            out.push(self.chunk(json!({"role": "assistant", "content": ""}), None));
+            self.chunk(out, json!({"role": "assistant", "content": ""}), None);
         }
     }
 }
 
 impl StreamEncoder for Encoder {
-    fn event(&mut self, event: &StreamEvent) -> Vec<Bytes> {
-        let mut out = Vec::new();
+    fn event(&mut self, event: &StreamEvent, out: &mut Vec<u8>) {
         if self.done {
-            return out;
+            return;
         }
         match event {
             StreamEvent::Start { id, model } => {
@@ -1060,50 +1067,49 @@ impl StreamEncoder for Encoder {
             }
             StreamEvent::Usage(usage) => self.usage.merge(usage),
             StreamEvent::TextDelta { text } => {
-                self.ensure_started(&mut out);
-                out.push(self.chunk(json!({"content": text}), None));
+                self.ensure_started(out);
+                self.chunk(out, json!({"content": text}), None);
             }
             StreamEvent::ThinkingDelta { text } => {
-                self.ensure_started(&mut out);
-                out.push(self.chunk(json!({"reasoning_content": text}), None));
+                self.ensure_started(out);
+                self.chunk(out, json!({"reasoning_content": text}), None);
             }
             StreamEvent::ThinkingSignature { .. } => {}
             StreamEvent::ToolCallStart {
                 index, id, name, ..
             } => {
-                self.ensure_started(&mut out);
+                self.ensure_started(out);
                 let ours = self.tool_index.len();
                 self.tool_index.insert(*index, ours);
-                out.push(self.chunk(
+                self.chunk(
+                    out,
                     json!({"tool_calls": [{"index": ours, "id": id, "type": "function", "function": {"name": name, "arguments": ""}}]}),
                     None,
-                ));
+                );
             }
             StreamEvent::ToolCallDelta { index, arguments } => {
                 if let Some(ours) = self.tool_index.get(index).copied() {
-                    out.push(self.chunk(json!({"tool_calls": [{"index": ours, "function": {"arguments": arguments}}]}), None));
+                    self.chunk(out, json!({"tool_calls": [{"index": ours, "function": {"arguments": arguments}}]}), None);
                 }
             }
             StreamEvent::Stop(stop) => {
-                self.ensure_started(&mut out);
-                out.push(self.chunk(json!({}), Some(stop_name(*stop))));
+                self.ensure_started(out);
+                self.chunk(out, json!({}), Some(stop_name(*stop)));
                 if self.include_usage {
                     let data = json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
                         "model": self.model, "choices": [], "usage": usage_wire(&self.usage)});
-                    out.push(sse::frame(None, &data.to_string()));
+                    sse::write_json(out, None, &data);
                 }
-                out.push(sse::frame(None, "[DONE]"));
+                sse::write(out, None, "[DONE]");
                 self.done = true;
             }
         }
-        out
     }
 
-    fn error(&mut self, error: &ApiError) -> Vec<Bytes> {
-        if self.done {
-            return Vec::new();
+    fn error(&mut self, error: &ApiError, out: &mut Vec<u8>) {
+        if !self.done {
+            self.done = true;
+            stream_error(error, out);
         }
-        self.done = true;
-        stream_error(error)
     }
 }

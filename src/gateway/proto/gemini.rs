@@ -2,7 +2,6 @@
 //! Gemini CLI speaks. The model is in the path, function calls may carry no id (ids are made
 //! up and matched back by name), and parameter schemas may use the upper-case OpenAPI types.
 
-use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
 use super::json::{self, arguments_object};
@@ -488,8 +487,8 @@ pub fn error_body(error: &ApiError) -> Value {
     json!({"error": {"code": super::error_status(super::Protocol::Gemini, error), "message": error.message, "status": status_name(error.kind)}})
 }
 
-pub fn stream_error(error: &ApiError) -> Bytes {
-    sse::frame(None, &error_body(error).to_string())
+pub fn stream_error(error: &ApiError, out: &mut Vec<u8>) {
+    sse::write_json(out, None, &error_body(error));
 }
 
 fn decode_error_value(error: &Value) -> ApiError {
@@ -610,7 +609,7 @@ pub struct Encoder {
 }
 
 impl Encoder {
-    fn chunk(&self, parts: Vec<Value>, finish: Option<StopReason>) -> Bytes {
+    fn chunk(&self, out: &mut Vec<u8>, parts: Vec<Value>, finish: Option<StopReason>) {
         let mut candidate = json!({"content": {"role": "model", "parts": parts}, "index": 0});
         let mut data = json!({"modelVersion": self.model, "responseId": self.id});
         if let Some(stop) = finish {
@@ -618,10 +617,10 @@ impl Encoder {
             data["usageMetadata"] = usage_wire(&self.usage);
         }
         data["candidates"] = json!([candidate]);
-        sse::frame(None, &data.to_string())
+        sse::write_json(out, None, &data);
     }
 
-    fn flush_calls(&mut self, out: &mut Vec<Bytes>) {
+    fn flush_calls(&mut self, out: &mut Vec<u8>) {
         if self.calls.is_empty() {
             return;
         }
@@ -631,15 +630,14 @@ impl Encoder {
             .into_iter()
             .map(|c| json!({"functionCall": {"id": c.id, "name": c.name, "args": arguments_object(&c.arguments)}}))
             .collect();
-        out.push(self.chunk(parts, None));
+        self.chunk(out, parts, None);
     }
 }
 
 impl StreamEncoder for Encoder {
-    fn event(&mut self, event: &StreamEvent) -> Vec<Bytes> {
-        let mut out = Vec::new();
+    fn event(&mut self, event: &StreamEvent, out: &mut Vec<u8>) {
         if self.done {
-            return out;
+            return;
         }
         match event {
             StreamEvent::Start { id, model } => {
@@ -648,18 +646,19 @@ impl StreamEncoder for Encoder {
             }
             StreamEvent::Usage(usage) => self.usage.merge(usage),
             StreamEvent::TextDelta { text } => {
-                self.flush_calls(&mut out);
-                out.push(self.chunk(vec![json!({"text": text})], None));
+                self.flush_calls(out);
+                self.chunk(out, vec![json!({"text": text})], None);
             }
             StreamEvent::ThinkingDelta { text } => {
-                self.flush_calls(&mut out);
-                out.push(self.chunk(vec![json!({"text": text, "thought": true})], None));
+                self.flush_calls(out);
+                self.chunk(out, vec![json!({"text": text, "thought": true})], None);
             }
             StreamEvent::ThinkingSignature { signature } => {
-                out.push(self.chunk(
+                self.chunk(
+                    out,
                     vec![json!({"text": "", "thought": true, "thoughtSignature": signature})],
                     None,
-                ));
+                );
             }
             StreamEvent::ToolCallStart {
                 index, id, name, ..
@@ -668,19 +667,17 @@ impl StreamEncoder for Encoder {
                 self.calls.append(*index, arguments);
             }
             StreamEvent::Stop(stop) => {
-                self.flush_calls(&mut out);
-                out.push(self.chunk(Vec::new(), Some(*stop)));
+                self.flush_calls(out);
+                self.chunk(out, Vec::new(), Some(*stop));
                 self.done = true;
             }
         }
-        out
     }
 
-    fn error(&mut self, error: &ApiError) -> Vec<Bytes> {
-        if self.done {
-            return Vec::new();
+    fn error(&mut self, error: &ApiError, out: &mut Vec<u8>) {
+        if !self.done {
+            self.done = true;
+            stream_error(error, out);
         }
-        self.done = true;
-        vec![stream_error(error)]
     }
 }

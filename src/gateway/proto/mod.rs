@@ -8,7 +8,6 @@ pub mod chat;
 pub mod gemini;
 pub mod responses;
 
-use bytes::Bytes;
 use serde_json::Value;
 
 use super::ir::{self, ApiError, StreamEvent};
@@ -51,9 +50,10 @@ pub trait StreamDecoder: Send {
 
 /// Turns IR events into the client's SSE.
 pub trait StreamEncoder: Send {
-    fn event(&mut self, event: &StreamEvent) -> Vec<Bytes>;
+    /// Appends the client's events for `event` to `out`.
+    fn event(&mut self, event: &StreamEvent, out: &mut Vec<u8>);
     /// A failure after the stream started: a protocol-correct error and the end of stream.
-    fn error(&mut self, error: &ApiError) -> Vec<Bytes>;
+    fn error(&mut self, error: &ApiError, out: &mut Vec<u8>);
 }
 
 /// Tool calls held back until they are complete, for clients whose protocol cannot stream
@@ -229,12 +229,12 @@ pub fn upstream_error_message(body: &[u8]) -> String {
 
 /// The error frames (and end of stream) for a stream that fails after it started, for a
 /// client of `protocol`; used for forwarded streams, which have no encoder of their own.
-pub fn stream_error(protocol: Protocol, error: &ApiError) -> Vec<Bytes> {
+pub fn stream_error(protocol: Protocol, error: &ApiError, out: &mut Vec<u8>) {
     match protocol {
-        Protocol::Anthropic => vec![anthropic::stream_error(error)],
-        Protocol::Chat => chat::stream_error(error),
-        Protocol::Responses => vec![responses::stream_error(error, 0)],
-        Protocol::Gemini => vec![gemini::stream_error(error)],
+        Protocol::Anthropic => anthropic::stream_error(error, out),
+        Protocol::Chat => chat::stream_error(error, out),
+        Protocol::Responses => responses::stream_error(error, 0, out),
+        Protocol::Gemini => gemini::stream_error(error, out),
     }
 }
 

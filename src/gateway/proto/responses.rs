@@ -5,7 +5,6 @@
 
 use std::collections::HashMap;
 
-use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
 use super::chat::{custom_input, custom_tool_schema, now};
@@ -620,7 +619,7 @@ pub fn encode_response(response: &ir::Response, request: &ir::Request) -> Value 
 
 // ---------------------------------------------------------------- errors
 
-pub fn stream_error(error: &ApiError, sequence: u64) -> Bytes {
+pub fn stream_error(error: &ApiError, sequence: u64, out: &mut Vec<u8>) {
     let (_, code) = match error.kind {
         ErrorKind::RateLimit => ("rate_limit_error", "rate_limit_exceeded"),
         ErrorKind::InvalidRequest => ("invalid_request_error", "invalid_request"),
@@ -628,11 +627,11 @@ pub fn stream_error(error: &ApiError, sequence: u64) -> Bytes {
     };
     let mut response = response_object("resp_clutch", "", "failed", Vec::new(), None);
     response["error"] = json!({"code": code, "message": error.message});
-    sse::frame(
+    sse::write_json(
+        out,
         Some("response.failed"),
-        &json!({"type": "response.failed", "sequence_number": sequence, "response": response})
-            .to_string(),
-    )
+        &json!({"type": "response.failed", "sequence_number": sequence, "response": response}),
+    );
 }
 
 // ---------------------------------------------------------------- streams
@@ -844,14 +843,14 @@ impl Encoder {
         }
     }
 
-    fn emit(&mut self, out: &mut Vec<Bytes>, kind: &str, mut data: Value) {
+    fn emit(&mut self, out: &mut Vec<u8>, kind: &str, mut data: Value) {
         data["type"] = json!(kind);
         data["sequence_number"] = json!(self.sequence);
         self.sequence += 1;
-        out.push(sse::frame(Some(kind), &data.to_string()));
+        sse::write_json(out, Some(kind), &data);
     }
 
-    fn ensure_started(&mut self, out: &mut Vec<Bytes>) {
+    fn ensure_started(&mut self, out: &mut Vec<u8>) {
         if self.started {
             return;
         }
@@ -866,7 +865,7 @@ impl Encoder {
         self.output.len() + usize::from(self.open.is_some()) + self.calls.len()
     }
 
-    fn close_open(&mut self, out: &mut Vec<Bytes>) {
+    fn close_open(&mut self, out: &mut Vec<u8>) {
         match self.open.take() {
             None => {}
             Some(Open::Text { item, text }) => {
@@ -905,7 +904,7 @@ impl Encoder {
         }
     }
 
-    fn flush_calls(&mut self, out: &mut Vec<Bytes>) {
+    fn flush_calls(&mut self, out: &mut Vec<u8>) {
         for upstream_index in std::mem::take(&mut self.call_order) {
             let Some(call) = self.calls.remove(&upstream_index) else {
                 continue;
@@ -935,10 +934,9 @@ impl Encoder {
 }
 
 impl StreamEncoder for Encoder {
-    fn event(&mut self, event: &StreamEvent) -> Vec<Bytes> {
-        let mut out = Vec::new();
+    fn event(&mut self, event: &StreamEvent, out: &mut Vec<u8>) {
         if self.done {
-            return out;
+            return;
         }
         match event {
             StreamEvent::Start { id, model } => {
@@ -951,16 +949,16 @@ impl StreamEncoder for Encoder {
             }
             StreamEvent::Usage(usage) => self.usage.merge(usage),
             StreamEvent::TextDelta { text } => {
-                self.ensure_started(&mut out);
+                self.ensure_started(out);
                 if !matches!(self.open, Some(Open::Text { .. })) {
-                    self.flush_calls(&mut out);
-                    self.close_open(&mut out);
+                    self.flush_calls(out);
+                    self.close_open(out);
                     let item = self.next_index();
                     let item_id = format!("msg_{item}");
-                    self.emit(&mut out, "response.output_item.added", json!({"output_index": item,
+                    self.emit(out, "response.output_item.added", json!({"output_index": item,
                         "item": {"type": "message", "id": item_id, "status": "in_progress", "role": "assistant", "content": []}}));
                     self.emit(
-                        &mut out,
+                        out,
                         "response.content_part.added",
                         json!({"item_id": item_id, "output_index": item, "content_index": 0,
                         "part": {"type": "output_text", "text": "", "annotations": []}}),
@@ -973,24 +971,24 @@ impl StreamEncoder for Encoder {
                 if let Some(Open::Text { item, text: buffer }) = &mut self.open {
                     buffer.push_str(text);
                     let item = *item;
-                    self.emit(&mut out, "response.output_text.delta", json!({"item_id": format!("msg_{item}"), "output_index": item, "content_index": 0, "delta": text}));
+                    self.emit(out, "response.output_text.delta", json!({"item_id": format!("msg_{item}"), "output_index": item, "content_index": 0, "delta": text}));
                 }
             }
             StreamEvent::ThinkingDelta { .. } | StreamEvent::ThinkingSignature { .. } => {
-                self.ensure_started(&mut out);
+                self.ensure_started(out);
                 if !matches!(self.open, Some(Open::Reasoning { .. })) {
-                    self.flush_calls(&mut out);
-                    self.close_open(&mut out);
+                    self.flush_calls(out);
+                    self.close_open(out);
                     let item = self.next_index();
                     let item_id = format!("rs_{item}");
                     self.emit(
-                        &mut out,
+                        out,
                         "response.output_item.added",
                         json!({"output_index": item,
                         "item": {"type": "reasoning", "id": item_id, "summary": []}}),
                     );
                     self.emit(
-                        &mut out,
+                        out,
                         "response.reasoning_summary_part.added",
                         json!({"item_id": item_id, "output_index": item, "summary_index": 0,
                         "part": {"type": "summary_text", "text": ""}}),
@@ -1012,7 +1010,7 @@ impl StreamEncoder for Encoder {
                         StreamEvent::ThinkingDelta { text: delta } => {
                             text.push_str(delta);
                             let delta = delta.clone();
-                            self.emit(&mut out, "response.reasoning_summary_text.delta", json!({"item_id": format!("rs_{item}"), "output_index": item, "summary_index": 0, "delta": delta}));
+                            self.emit(out, "response.reasoning_summary_text.delta", json!({"item_id": format!("rs_{item}"), "output_index": item, "summary_index": 0, "delta": delta}));
                         }
                         StreamEvent::ThinkingSignature { signature: s } => {
                             *signature = Some(s.clone())
@@ -1024,13 +1022,13 @@ impl StreamEncoder for Encoder {
             StreamEvent::ToolCallStart {
                 index, id, name, ..
             } => {
-                self.ensure_started(&mut out);
-                self.close_open(&mut out);
+                self.ensure_started(out);
+                self.close_open(out);
                 let output_index = self.next_index();
                 let item_id = format!("fc_{output_index}");
                 let item = self.tools.item(&item_id, id, name, "", "in_progress");
                 self.emit(
-                    &mut out,
+                    out,
                     "response.output_item.added",
                     json!({"output_index": output_index, "item": item}),
                 );
@@ -1052,14 +1050,14 @@ impl StreamEncoder for Encoder {
                     if !self.tools.is_custom(&call.name) {
                         let (item_id, output_index) =
                             (format!("fc_{}", call.output_index), call.output_index);
-                        self.emit(&mut out, "response.function_call_arguments.delta", json!({"item_id": item_id, "output_index": output_index, "delta": arguments}));
+                        self.emit(out, "response.function_call_arguments.delta", json!({"item_id": item_id, "output_index": output_index, "delta": arguments}));
                     }
                 }
             }
             StreamEvent::Stop(stop) => {
-                self.ensure_started(&mut out);
-                self.close_open(&mut out);
-                self.flush_calls(&mut out);
+                self.ensure_started(out);
+                self.close_open(out);
+                self.flush_calls(out);
                 let (kind, status) = if *stop == StopReason::MaxTokens {
                     ("response.completed", "incomplete")
                 } else {
@@ -1072,19 +1070,16 @@ impl StreamEncoder for Encoder {
                     self.output.clone(),
                     Some(&self.usage),
                 );
-                self.emit(&mut out, kind, json!({"response": response}));
+                self.emit(out, kind, json!({"response": response}));
                 self.done = true;
             }
         }
-        out
     }
 
-    fn error(&mut self, error: &ApiError) -> Vec<Bytes> {
-        if self.done {
-            return Vec::new();
+    fn error(&mut self, error: &ApiError, out: &mut Vec<u8>) {
+        if !self.done {
+            self.done = true;
+            stream_error(error, self.sequence, out);
         }
-        self.done = true;
-        let sequence = self.sequence;
-        vec![stream_error(error, sequence)]
     }
 }
