@@ -365,6 +365,36 @@ fn the_typed_chat_chunk_decoder_takes_real_chunks() {
     );
 }
 
+/// A non-streamed chat answer with every part the typed decoder reads.
+fn rich_chat_response() -> Value {
+    json!({"id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "m",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "Done \"ok\" \u{e9}\n",
+            "reasoning_content": "think", "reasoning": "other",
+            "tool_calls": [{"id": "call_a", "type": "function", "function": {"name": "read", "arguments": "{\"path\": \"a\"}"}},
+                           {"id": "call_b", "type": "function", "function": {"name": "grep"}}]},
+            "finish_reason": "tool_calls"}],
+        "usage": {"prompt_tokens": 90, "completion_tokens": 9, "prompt_tokens_details": {"cached_tokens": 40}}})
+}
+
+/// The chat answer decoder's borrowing path and its `Value` path give the same answer.
+fn response_paths_agree(body: &[u8]) {
+    assert_eq!(
+        proto::chat::decode_response(body),
+        proto::chat::decode_response_value(body),
+        "{}",
+        String::from_utf8_lossy(body)
+    );
+}
+
+#[test]
+fn the_typed_chat_response_decoder_takes_real_answers() {
+    let body = rich_chat_response().to_string();
+    response_paths_agree(body.as_bytes());
+    let answer = proto::chat::decode_response(body.as_bytes()).unwrap();
+    assert_eq!(answer.parts.len(), 4, "{answer:?}");
+    assert_eq!(answer.usage.cache_read_tokens, 40);
+}
+
 #[test]
 fn the_typed_anthropic_decoder_takes_real_requests() {
     let claude_code = include_str!("fixtures/claude_code_main_request.json");
@@ -482,6 +512,12 @@ proptest! {
             chunks.insert(extra, replacement.to_string());
         }
         chunk_paths_agree(&chunks);
+    }
+
+    #[test]
+    fn typed_chat_response_decoding_matches_the_value_path(at in 0usize..40, replacement in json_value()) {
+        let body = mutate(rich_chat_response(), at, replacement).to_string();
+        response_paths_agree(body.as_bytes());
     }
 
     #[test]

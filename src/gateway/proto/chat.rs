@@ -2,6 +2,7 @@
 //! speak, and what most cheap providers serve.
 
 use memchr::memmem;
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::LazyLock;
 
@@ -619,6 +620,127 @@ fn usage_wire(u: &Usage) -> Value {
 }
 
 pub fn decode_response(body: &[u8]) -> Result<ir::Response, ApiError> {
+    if let Some(response) = decode_response_typed(body) {
+        return Ok(response);
+    }
+    decode_response_value(body)
+}
+
+/// The common answer through borrowing wire types; `None` (an error body, an unusual shape,
+/// no choices) leaves it to the `Value` path, which reads every shape and names what is wrong.
+fn decode_response_typed(body: &[u8]) -> Option<ir::Response> {
+    static ERROR_KEY: LazyLock<memmem::Finder<'static>> =
+        LazyLock::new(|| memmem::Finder::new(b"\"error\""));
+    if ERROR_KEY.find(body).is_some() {
+        return None;
+    }
+    let super::Object(completion) =
+        serde_json::from_slice::<super::Object<reply::Completion>>(body).ok()?;
+    let super::Object(choice) = completion.choices?.into_iter().next()?;
+    let message = choice.message.map(|m| m.0).unwrap_or_default();
+    let mut parts = Vec::new();
+    let thinking = [&message.reasoning_content, &message.reasoning]
+        .into_iter()
+        .flatten()
+        .find(|text| !text.is_empty());
+    if let Some(text) = thinking {
+        parts.push(Part::Thinking {
+            text: text.as_ref().into(),
+            signature: None,
+        });
+    }
+    if let Some(text) = message.content.filter(|t| !t.is_empty()) {
+        parts.push(Part::Text {
+            text: text.as_ref().into(),
+        });
+    }
+    for super::Object(call) in message.tool_calls.unwrap_or_default() {
+        let function = call.function.map(|f| f.0).unwrap_or_default();
+        parts.push(Part::ToolCall(ToolCall {
+            id: call.id.as_deref().unwrap_or("call").to_string(),
+            name: function.name.unwrap_or_default().into_owned(),
+            arguments: function
+                .arguments
+                .map_or_else(|| "{}".to_string(), Cow::into_owned),
+            kind: ToolKind::Function,
+            signature: None,
+        }));
+    }
+    let has_calls = parts.iter().any(|p| matches!(p, Part::ToolCall(_)));
+    let mut stop = stop_from(choice.finish_reason.as_deref()).unwrap_or_default();
+    if has_calls && stop == StopReason::EndTurn {
+        stop = StopReason::ToolUse;
+    }
+    Some(ir::Response {
+        id: completion.id.as_deref().unwrap_or("chatcmpl").to_string(),
+        model: completion.model.unwrap_or_default().into_owned(),
+        parts,
+        stop,
+        usage: usage_from(completion.usage.as_ref().unwrap_or(&Value::Null)),
+    })
+}
+
+/// Borrowing wire types for a non-streamed answer. A field of another type than these (a
+/// content array, arguments as an object) fails the typed read and takes the `Value` path.
+mod reply {
+    use std::borrow::Cow;
+
+    use serde::Deserialize;
+    use serde_json::Value;
+
+    use crate::gateway::proto::Object;
+
+    #[derive(Deserialize)]
+    pub struct Completion<'a> {
+        #[serde(borrow)]
+        pub id: Option<Cow<'a, str>>,
+        #[serde(borrow)]
+        pub model: Option<Cow<'a, str>>,
+        #[serde(borrow)]
+        pub choices: Option<Vec<Object<Choice<'a>>>>,
+        pub usage: Option<Value>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Choice<'a> {
+        #[serde(borrow)]
+        pub message: Option<Object<Message<'a>>>,
+        #[serde(borrow)]
+        pub finish_reason: Option<Cow<'a, str>>,
+    }
+
+    #[derive(Deserialize, Default)]
+    pub struct Message<'a> {
+        #[serde(borrow)]
+        pub reasoning_content: Option<Cow<'a, str>>,
+        #[serde(borrow)]
+        pub reasoning: Option<Cow<'a, str>>,
+        #[serde(borrow)]
+        pub content: Option<Cow<'a, str>>,
+        #[serde(borrow)]
+        pub tool_calls: Option<Vec<Object<Call<'a>>>>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Call<'a> {
+        #[serde(borrow)]
+        pub id: Option<Cow<'a, str>>,
+        #[serde(borrow)]
+        pub function: Option<Object<Function<'a>>>,
+    }
+
+    #[derive(Deserialize, Default)]
+    pub struct Function<'a> {
+        #[serde(borrow)]
+        pub name: Option<Cow<'a, str>>,
+        #[serde(borrow)]
+        pub arguments: Option<Cow<'a, str>>,
+    }
+}
+
+/// The `Value` path alone (the property tests compare it with the typed path).
+#[doc(hidden)]
+pub fn decode_response_value(body: &[u8]) -> Result<ir::Response, ApiError> {
     let v: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::upstream(format!("upstream answered with invalid JSON: {e}")))?;
     if let Some(error) = v.get("error") {
