@@ -338,9 +338,8 @@ pub fn plan(
         .flat_map(|m| &m.parts)
         .any(|p| matches!(p, crate::gateway::ir::Part::Image { .. }));
     let web_search = request.tools.iter().any(|t| {
-        WEB_SEARCH_TOOLS
-            .iter()
-            .any(|w| t.name.to_lowercase().contains(w))
+        let name = t.name.to_lowercase();
+        WEB_SEARCH_TOOLS.iter().any(|w| name.contains(w))
     });
     let background = family == "small" || request.max_tokens.is_some_and(|m| m <= 256);
     let checks: [(Scene, bool, &Option<String>); 5] = [
