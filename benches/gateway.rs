@@ -5,7 +5,8 @@
 //! gateway translating Anthropic in -> Chat Completions out. Reports requests/s and latency
 //! p50/p99 at concurrency 1 and 32 (small non-streaming bodies), time to first byte and total
 //! time for 20-chunk streams with a ~48 KB agent-shaped request at concurrency 16, gateway
-//! cold start to first answer, and gateway RSS idle and after 100k requests.
+//! cold start to first answer, and gateway RSS idle and after 100k requests. Targets take
+//! turns over three rounds and each figure is the median of its rounds.
 //!
 //! The fake upstream runs as a separate process (this binary re-executed with `fake`).
 //! Other modes (after `--`): `micro` times each stage of one agent-shaped translation
@@ -19,8 +20,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-const SMALL_SECONDS: u64 = 6;
-const STREAM_REQUESTS: usize = 800;
+/// The machine is shared: each target is measured in turn, round after round, and the median
+/// of each figure over the rounds is reported, so a burst of load from elsewhere falls on all
+/// targets alike instead of on whichever one was running.
+const ROUNDS: usize = 3;
+const SMALL_SECONDS: u64 = 2;
+const STREAM_REQUESTS: usize = 1000;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -222,24 +227,38 @@ async fn run() {
         t
     };
     let mut gateway_requests = 0usize;
-    println!("\nsmall non-streaming requests ({SMALL_SECONDS} s each)");
+    println!(
+        "\nsmall non-streaming requests ({ROUNDS} interleaved rounds of {SMALL_SECONDS} s each; medians)"
+    );
     println!(
         "{:<26} {:>4} {:>10} {:>9} {:>9}",
         "target", "conc", "req/s", "p50 ms", "p99 ms"
     );
     let mut small = Vec::new();
     for concurrency in [1usize, 32] {
-        for (name, url, body) in &targets {
-            let stats = load(
-                url,
-                body.clone(),
-                concurrency,
-                Duration::from_secs(SMALL_SECONDS),
-            )
-            .await;
-            if name.starts_with("gateway") {
-                gateway_requests += stats.count;
+        let mut rounds: Vec<Vec<Stats>> = targets.iter().map(|_| Vec::new()).collect();
+        for _ in 0..ROUNDS {
+            for ((name, url, body), rounds) in targets.iter().zip(&mut rounds) {
+                let stats = load(
+                    url,
+                    body.clone(),
+                    concurrency,
+                    Duration::from_secs(SMALL_SECONDS),
+                )
+                .await;
+                if name.starts_with("gateway") {
+                    gateway_requests += stats.count;
+                }
+                rounds.push(stats);
             }
+        }
+        for ((name, _, _), rounds) in targets.iter().zip(&rounds) {
+            let stats = Stats {
+                count: rounds.iter().map(|s| s.count).sum(),
+                rps: median(rounds.iter().map(|s| s.rps)),
+                p50_ms: median(rounds.iter().map(|s| s.p50_ms)),
+                p99_ms: median(rounds.iter().map(|s| s.p99_ms)),
+            };
             println!(
                 "{:<26} {:>4} {:>10.0} {:>9.3} {:>9.3}",
                 name, concurrency, stats.rps, stats.p50_ms, stats.p99_ms
@@ -251,7 +270,7 @@ async fn run() {
     let agent_anthropic = agent_request_anthropic();
     let agent_chat = agent_request_chat(&agent_anthropic);
     println!(
-        "\nstreams: 20 chunks, agent-shaped request ({} KB anthropic / {} KB chat), concurrency 16, {STREAM_REQUESTS} requests",
+        "\nstreams: 20 chunks, agent-shaped request ({} KB anthropic / {} KB chat), concurrency 16, {ROUNDS} interleaved rounds of {STREAM_REQUESTS} requests; medians",
         agent_anthropic.len() / 1024,
         agent_chat.len() / 1024
     );
@@ -280,11 +299,23 @@ async fn run() {
         ));
         t
     };
-    for (name, url, body) in &stream_targets {
-        let stats = stream_load(url, body.clone(), 16, STREAM_REQUESTS).await;
-        if name.starts_with("gateway") {
-            gateway_requests += STREAM_REQUESTS;
+    let mut rounds: Vec<Vec<(f64, f64, f64, f64)>> =
+        stream_targets.iter().map(|_| Vec::new()).collect();
+    for _ in 0..ROUNDS {
+        for ((name, url, body), rounds) in stream_targets.iter().zip(&mut rounds) {
+            rounds.push(stream_load(url, body.clone(), 16, STREAM_REQUESTS).await);
+            if name.starts_with("gateway") {
+                gateway_requests += STREAM_REQUESTS;
+            }
         }
+    }
+    for ((name, _, _), rounds) in stream_targets.iter().zip(&rounds) {
+        let stats = (
+            median(rounds.iter().map(|s| s.0)),
+            median(rounds.iter().map(|s| s.1)),
+            median(rounds.iter().map(|s| s.2)),
+            median(rounds.iter().map(|s| s.3)),
+        );
         println!(
             "{:<26} {:>12.3} {:>12.3} {:>12.3} {:>12.3}",
             name, stats.0, stats.1, stats.2, stats.3
@@ -424,6 +455,12 @@ struct Stats {
     rps: f64,
     p50_ms: f64,
     p99_ms: f64,
+}
+
+fn median(values: impl Iterator<Item = f64>) -> f64 {
+    let mut values: Vec<f64> = values.collect();
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(0.0)
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
