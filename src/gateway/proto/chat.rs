@@ -635,7 +635,7 @@ fn decode_response_typed(body: &[u8]) -> Option<ir::Response> {
         return None;
     }
     let super::Object(completion) =
-        serde_json::from_slice::<super::Object<reply::Completion>>(body).ok()?;
+        serde_json::from_slice::<super::Object<wire::Completion>>(body).ok()?;
     let super::Object(choice) = completion.choices?.into_iter().next()?;
     let message = choice.message.map(|m| m.0).unwrap_or_default();
     let mut parts = Vec::new();
@@ -678,64 +678,6 @@ fn decode_response_typed(body: &[u8]) -> Option<ir::Response> {
         stop,
         usage: usage_from(completion.usage.as_ref().unwrap_or(&Value::Null)),
     })
-}
-
-/// Borrowing wire types for a non-streamed answer. A field of another type than these (a
-/// content array, arguments as an object) fails the typed read and takes the `Value` path.
-mod reply {
-    use std::borrow::Cow;
-
-    use serde::Deserialize;
-    use serde_json::Value;
-
-    use crate::gateway::proto::Object;
-
-    #[derive(Deserialize)]
-    pub struct Completion<'a> {
-        #[serde(borrow)]
-        pub id: Option<Cow<'a, str>>,
-        #[serde(borrow)]
-        pub model: Option<Cow<'a, str>>,
-        #[serde(borrow)]
-        pub choices: Option<Vec<Object<Choice<'a>>>>,
-        pub usage: Option<Value>,
-    }
-
-    #[derive(Deserialize)]
-    pub struct Choice<'a> {
-        #[serde(borrow)]
-        pub message: Option<Object<Message<'a>>>,
-        #[serde(borrow)]
-        pub finish_reason: Option<Cow<'a, str>>,
-    }
-
-    #[derive(Deserialize, Default)]
-    pub struct Message<'a> {
-        #[serde(borrow)]
-        pub reasoning_content: Option<Cow<'a, str>>,
-        #[serde(borrow)]
-        pub reasoning: Option<Cow<'a, str>>,
-        #[serde(borrow)]
-        pub content: Option<Cow<'a, str>>,
-        #[serde(borrow)]
-        pub tool_calls: Option<Vec<Object<Call<'a>>>>,
-    }
-
-    #[derive(Deserialize)]
-    pub struct Call<'a> {
-        #[serde(borrow)]
-        pub id: Option<Cow<'a, str>>,
-        #[serde(borrow)]
-        pub function: Option<Object<Function<'a>>>,
-    }
-
-    #[derive(Deserialize, Default)]
-    pub struct Function<'a> {
-        #[serde(borrow)]
-        pub name: Option<Cow<'a, str>>,
-        #[serde(borrow)]
-        pub arguments: Option<Cow<'a, str>>,
-    }
 }
 
 /// The `Value` path alone (the property tests compare it with the typed path).
@@ -893,10 +835,11 @@ pub struct Decoder {
     value_only: bool,
 }
 
-/// Borrowing wire types for the chunks that make up nearly every stream: one pass, no tree,
-/// text borrowed when it has no escapes. A chunk they do not take goes through the `Value`
-/// path, which decodes anything the same or more leniently.
-mod chunk {
+/// Borrowing wire types for the chunks that make up nearly every stream, and for whole
+/// answers: one pass, no tree, text borrowed when it has no escapes. A body they do not take
+/// (another type in a field, an error) goes through the `Value` path, which decodes anything
+/// the same or more leniently.
+mod wire {
     use std::borrow::Cow;
 
     use serde::Deserialize;
@@ -918,13 +861,34 @@ mod chunk {
     #[derive(Deserialize)]
     pub struct Choice<'a> {
         #[serde(borrow)]
-        pub delta: Option<Object<Delta<'a>>>,
+        pub delta: Option<Object<Message<'a>>>,
         #[serde(borrow)]
         pub finish_reason: Option<Cow<'a, str>>,
     }
 
+    /// A non-streamed answer: a chunk whose choices hold a whole `message`.
+    #[derive(Deserialize)]
+    pub struct Completion<'a> {
+        #[serde(borrow)]
+        pub id: Option<Cow<'a, str>>,
+        #[serde(borrow)]
+        pub model: Option<Cow<'a, str>>,
+        #[serde(borrow)]
+        pub choices: Option<Vec<Object<AnswerChoice<'a>>>>,
+        pub usage: Option<Value>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct AnswerChoice<'a> {
+        #[serde(borrow)]
+        pub message: Option<Object<Message<'a>>>,
+        #[serde(borrow)]
+        pub finish_reason: Option<Cow<'a, str>>,
+    }
+
+    /// A chunk's `delta`, or an answer's `message`.
     #[derive(Deserialize, Default)]
-    pub struct Delta<'a> {
+    pub struct Message<'a> {
         #[serde(borrow)]
         pub reasoning_content: Option<Cow<'a, str>>,
         #[serde(borrow)]
@@ -944,7 +908,7 @@ mod chunk {
         pub function: Option<Object<Function<'a>>>,
     }
 
-    #[derive(Deserialize)]
+    #[derive(Deserialize, Default)]
     pub struct Function<'a> {
         #[serde(borrow)]
         pub name: Option<Cow<'a, str>>,
@@ -1020,8 +984,7 @@ impl Decoder {
         if self.value_only || ERROR_KEY.find(data.as_bytes()).is_some() {
             return None;
         }
-        let super::Object(chunk) =
-            serde_json::from_str::<super::Object<chunk::Chunk>>(data).ok()?;
+        let super::Object(chunk) = serde_json::from_str::<super::Object<wire::Chunk>>(data).ok()?;
         let mut out = Vec::new();
         self.start(chunk.id.as_deref(), chunk.model.as_deref(), &mut out);
         for super::Object(choice) in chunk.choices.unwrap_or_default() {
