@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::fake_upstream::{FakeUpstream, Protocol, Reply};
-use support::gateway::{TestGateway, configure};
+use support::gateway::{TestGateway, configure, http_agent};
 
 struct Matrix {
     _home: tempfile::TempDir,
@@ -47,10 +47,7 @@ fn matrix(a_url: Option<&str>) -> Matrix {
         )],
     );
     let gateway = TestGateway::start(home.path());
-    let agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .new_agent();
+    let agent = http_agent();
     Matrix {
         _home: home,
         gateway,
@@ -487,10 +484,7 @@ fn breakers_survive_a_gateway_restart() {
             "[tiers.middle]\nmodel = \"a|m1\"\ncascade = [\"b|m2\"]\n",
         )],
     );
-    let agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .new_agent();
+    let agent = http_agent();
     let body =
         json!({"model": "x", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]})
             .to_string();

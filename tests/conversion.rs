@@ -8,7 +8,7 @@ mod support;
 
 use serde_json::{Value, json};
 use support::fake_upstream::{Block, FakeUpstream, FakeUsage, Recorded, Reply, Stop, Turn};
-use support::gateway::{TestGateway, configure};
+use support::gateway::{TestGateway, configure, http_agent};
 
 const PROTOCOLS: [&str; 4] = ["anthropic", "chat", "responses", "gemini"];
 const IMAGE: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==";
@@ -603,10 +603,7 @@ fn every_inbound_and_upstream_pair() {
         .collect();
     configure(home.path(), &config, &profiles);
     let gateway = TestGateway::start(home.path());
-    let agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .new_agent();
+    let agent = http_agent();
 
     for (upstream, fake) in PROTOCOLS.iter().zip(&fakes) {
         for client in PROTOCOLS {
@@ -763,10 +760,7 @@ fn anthropic_usage_keeps_the_three_bucket_invariant() {
         ],
     );
     let gateway = TestGateway::start(home.path());
-    let agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .new_agent();
+    let agent = http_agent();
     let usage = FakeUsage {
         input: 100,
         output: 9,
@@ -846,10 +840,7 @@ fn gemini_3_gets_a_thought_signature_on_every_replayed_call() {
         ],
     );
     let gateway = TestGateway::start(home.path());
-    let agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .new_agent();
+    let agent = http_agent();
     let anthropic = json!({"model": "claude-sonnet-4-5", "max_tokens": 100, "messages": [
         {"role": "user", "content": "list files"},
         {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "ls", "input": {"path": "."}},

@@ -6,7 +6,7 @@ mod support;
 
 use serde_json::{Value, json};
 use support::fake_upstream::{FakeUpstream, Reply};
-use support::gateway::{TestGateway, configure};
+use support::gateway::{TestGateway, configure, http_agent};
 
 const CLIENTS: [(&str, &str); 4] = [
     ("anthropic", "/v1/messages"),
@@ -47,10 +47,7 @@ fn bench(upstream: &str) -> Bench {
         ],
     );
     let gateway = TestGateway::start(home.path());
-    let agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .new_agent();
+    let agent = http_agent();
     Bench {
         _home: home,
         gateway,

@@ -6,7 +6,7 @@ mod support;
 
 use serde_json::{Value, json};
 use support::fake_upstream::FakeUpstream;
-use support::gateway::{TestGateway, configure};
+use support::gateway::{TestGateway, configure, http_agent};
 
 struct Setup {
     _home: tempfile::TempDir,
@@ -48,10 +48,7 @@ fn setup(quotas: &str) -> Setup {
 }
 
 fn ask(s: &Setup, profile: &str, text: &str) -> (u16, Value, Option<String>) {
-    let agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .new_agent();
+    let agent = http_agent();
     let body =
         json!({"model": "m", "max_tokens": 500, "messages": [{"role": "user", "content": text}]});
     let mut response = agent

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::fake_upstream::{FakeUpstream, Reply};
-use support::gateway::{TestGateway, configure};
+use support::gateway::{TestGateway, configure, http_agent};
 
 fn write(home: &std::path::Path, a: &FakeUpstream, b: &FakeUpstream, target: &str, extra: &str) {
     let config = format!(
@@ -28,10 +28,7 @@ fn write(home: &std::path::Path, a: &FakeUpstream, b: &FakeUpstream, target: &st
 }
 
 fn ask(url: &str) -> (u16, String) {
-    let agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .new_agent();
+    let agent = http_agent();
     let body =
         json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]});
     let mut response = agent
@@ -70,10 +67,7 @@ fn reload_switches_routes_and_rejects_a_bad_config() {
         std::thread::sleep(Duration::from_millis(5));
     }
     write(home.path(), &a, &b, "b|m", "");
-    let agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .new_agent();
+    let agent = http_agent();
     let mut reloaded = agent
         .post(&format!("{}/api/reload", gateway.url))
         .send("")

@@ -85,3 +85,11 @@ pub fn configure(clutch_home: &std::path::Path, config: &str, profiles: &[(&str,
         std::fs::write(dir.join(format!("{name}.toml")), profile).unwrap();
     }
 }
+
+/// An HTTP client that returns error statuses as responses, since the tests assert on them.
+pub fn http_agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .new_agent()
+}

@@ -626,12 +626,18 @@ pub fn decode_response(body: &[u8]) -> Result<ir::Response, ApiError> {
     decode_response_value(body)
 }
 
+/// Whether a body may hold an `"error"` key: such bodies (rare) take the `Value` path, which
+/// reads an error object of any shape. Text that merely mentions it costs only the slower path.
+fn mentions_error(body: &[u8]) -> bool {
+    static ERROR_KEY: LazyLock<memmem::Finder<'static>> =
+        LazyLock::new(|| memmem::Finder::new(b"\"error\""));
+    ERROR_KEY.find(body).is_some()
+}
+
 /// The common answer through borrowing wire types; `None` (an error body, an unusual shape,
 /// no choices) leaves it to the `Value` path, which reads every shape and names what is wrong.
 fn decode_response_typed(body: &[u8]) -> Option<ir::Response> {
-    static ERROR_KEY: LazyLock<memmem::Finder<'static>> =
-        LazyLock::new(|| memmem::Finder::new(b"\"error\""));
-    if ERROR_KEY.find(body).is_some() {
+    if mentions_error(body) {
         return None;
     }
     let super::Object(completion) =
@@ -979,9 +985,7 @@ impl Decoder {
     /// A chunk through the borrowing wire types; `None` leaves it to the `Value` path.
     fn typed(&mut self, data: &str) -> Option<Vec<StreamEvent>> {
         // An error object (rare) takes the `Value` path, which reads any shape of it.
-        static ERROR_KEY: LazyLock<memmem::Finder<'static>> =
-            LazyLock::new(|| memmem::Finder::new(b"\"error\""));
-        if self.value_only || ERROR_KEY.find(data.as_bytes()).is_some() {
+        if self.value_only || mentions_error(data.as_bytes()) {
             return None;
         }
         let super::Object(chunk) = serde_json::from_str::<super::Object<wire::Chunk>>(data).ok()?;
