@@ -315,7 +315,9 @@ fn rich_chat_chunks() -> Vec<Value> {
             json!([{"index": 0, "delta": {"tool_calls": [{"function": {"arguments": ": 1}"}}]}}]),
         ),
         chunk(json!([{"index": 0, "delta": {}, "finish_reason": "tool_calls"}])),
-        json!({"id": "c1", "choices": [], "usage": {"prompt_tokens": 90, "completion_tokens": 9, "prompt_tokens_details": {"cached_tokens": 40}}}),
+        json!({"id": "c1", "choices": [], "usage": {"prompt_tokens": 90, "completion_tokens": 9, "prompt_cache_hit_tokens": 30,
+            "prompt_tokens_details": {"cached_tokens": 40, "cache_write_tokens": 7},
+            "completion_tokens_details": {"reasoning_tokens": 3}}}),
     ]
 }
 
@@ -373,7 +375,9 @@ fn rich_chat_response() -> Value {
             "tool_calls": [{"id": "call_a", "type": "function", "function": {"name": "read", "arguments": "{\"path\": \"a\"}"}},
                            {"id": "call_b", "type": "function", "function": {"name": "grep"}}]},
             "finish_reason": "tool_calls"}],
-        "usage": {"prompt_tokens": 90, "completion_tokens": 9, "prompt_tokens_details": {"cached_tokens": 40}}})
+        "usage": {"prompt_tokens": 90, "completion_tokens": 9, "prompt_cache_hit_tokens": 30,
+            "prompt_tokens_details": {"cached_tokens": 40, "cache_write_tokens": 7},
+            "completion_tokens_details": {"reasoning_tokens": 3}}})
 }
 
 /// The chat answer decoder's borrowing path and its `Value` path give the same answer.
@@ -392,7 +396,14 @@ fn the_typed_chat_response_decoder_takes_real_answers() {
     response_paths_agree(body.as_bytes());
     let answer = proto::chat::decode_response(body.as_bytes()).unwrap();
     assert_eq!(answer.parts.len(), 4, "{answer:?}");
-    assert_eq!(answer.usage.cache_read_tokens, 40);
+    assert_eq!(
+        (
+            answer.usage.cache_read_tokens,
+            answer.usage.cache_write_tokens
+        ),
+        (40, 7)
+    );
+    assert_eq!(answer.usage.reasoning_tokens, 3);
 }
 
 #[test]

@@ -2,7 +2,6 @@
 //! speak, and what most cheap providers serve.
 
 use memchr::memmem;
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::LazyLock;
 
@@ -651,13 +650,13 @@ fn decode_response_typed(body: &[u8]) -> Option<ir::Response> {
         .find(|text| !text.is_empty());
     if let Some(text) = thinking {
         parts.push(Part::Thinking {
-            text: text.as_ref().into(),
+            text: (**text).into(),
             signature: None,
         });
     }
     if let Some(text) = message.content.filter(|t| !t.is_empty()) {
         parts.push(Part::Text {
-            text: text.as_ref().into(),
+            text: (*text).into(),
         });
     }
     for super::Object(call) in message.tool_calls.unwrap_or_default() {
@@ -667,7 +666,7 @@ fn decode_response_typed(body: &[u8]) -> Option<ir::Response> {
             name: function.name.unwrap_or_default().into_owned(),
             arguments: function
                 .arguments
-                .map_or_else(|| "{}".to_string(), Cow::into_owned),
+                .map_or_else(|| "{}".to_string(), wire::Str::into_owned),
             kind: ToolKind::Function,
             signature: None,
         }));
@@ -682,7 +681,11 @@ fn decode_response_typed(body: &[u8]) -> Option<ir::Response> {
         model: completion.model.unwrap_or_default().into_owned(),
         parts,
         stop,
-        usage: usage_from(completion.usage.as_ref().unwrap_or(&Value::Null)),
+        usage: completion
+            .usage
+            .as_ref()
+            .map(wire::Usage::to_ir)
+            .unwrap_or_default(),
     })
 }
 
@@ -849,19 +852,81 @@ mod wire {
     use std::borrow::Cow;
 
     use serde::Deserialize;
-    use serde_json::Value;
 
     use crate::gateway::proto::Object;
+
+    /// A string borrowed from the body when it has no escapes. A `Cow` field borrows only
+    /// when it is the field's whole type; inside an `Option` serde always copies it
+    /// (serde-rs/serde#2016), which cost every chunk an allocation per string.
+    #[derive(Deserialize, Default)]
+    #[serde(transparent)]
+    pub struct Str<'a>(#[serde(borrow)] pub Cow<'a, str>);
+
+    impl std::ops::Deref for Str<'_> {
+        type Target = str;
+        fn deref(&self) -> &str {
+            &self.0
+        }
+    }
+
+    impl Str<'_> {
+        pub fn into_owned(self) -> String {
+            self.0.into_owned()
+        }
+    }
 
     #[derive(Deserialize)]
     pub struct Chunk<'a> {
         #[serde(borrow)]
-        pub id: Option<Cow<'a, str>>,
+        pub id: Option<Str<'a>>,
         #[serde(borrow)]
-        pub model: Option<Cow<'a, str>>,
+        pub model: Option<Str<'a>>,
         #[serde(borrow)]
         pub choices: Option<Vec<Object<Choice<'a>>>>,
-        pub usage: Option<Value>,
+        pub usage: Option<Usage>,
+    }
+
+    /// Usage counts; a count of another type (a float, a string) makes the body take the
+    /// `Value` path, which reads it as 0.
+    #[derive(Deserialize)]
+    pub struct Usage {
+        prompt_tokens: Option<u64>,
+        completion_tokens: Option<u64>,
+        prompt_cache_hit_tokens: Option<u64>,
+        prompt_tokens_details: Option<PromptDetails>,
+        completion_tokens_details: Option<CompletionDetails>,
+    }
+
+    #[derive(Deserialize)]
+    struct PromptDetails {
+        cached_tokens: Option<u64>,
+        cache_write_tokens: Option<u64>,
+    }
+
+    #[derive(Deserialize)]
+    struct CompletionDetails {
+        reasoning_tokens: Option<u64>,
+    }
+
+    impl Usage {
+        /// The same reading as `usage_from` on the `Value` path.
+        pub fn to_ir(&self) -> crate::gateway::ir::Usage {
+            let prompt = self.prompt_tokens_details.as_ref();
+            crate::gateway::ir::Usage {
+                input_tokens: self.prompt_tokens.unwrap_or(0),
+                output_tokens: self.completion_tokens.unwrap_or(0),
+                cache_read_tokens: prompt
+                    .and_then(|d| d.cached_tokens)
+                    .unwrap_or(0)
+                    .max(self.prompt_cache_hit_tokens.unwrap_or(0)),
+                cache_write_tokens: prompt.and_then(|d| d.cache_write_tokens).unwrap_or(0),
+                reasoning_tokens: self
+                    .completion_tokens_details
+                    .as_ref()
+                    .and_then(|d| d.reasoning_tokens)
+                    .unwrap_or(0),
+            }
+        }
     }
 
     #[derive(Deserialize)]
@@ -869,19 +934,19 @@ mod wire {
         #[serde(borrow)]
         pub delta: Option<Object<Message<'a>>>,
         #[serde(borrow)]
-        pub finish_reason: Option<Cow<'a, str>>,
+        pub finish_reason: Option<Str<'a>>,
     }
 
     /// A non-streamed answer: a chunk whose choices hold a whole `message`.
     #[derive(Deserialize)]
     pub struct Completion<'a> {
         #[serde(borrow)]
-        pub id: Option<Cow<'a, str>>,
+        pub id: Option<Str<'a>>,
         #[serde(borrow)]
-        pub model: Option<Cow<'a, str>>,
+        pub model: Option<Str<'a>>,
         #[serde(borrow)]
         pub choices: Option<Vec<Object<AnswerChoice<'a>>>>,
-        pub usage: Option<Value>,
+        pub usage: Option<Usage>,
     }
 
     #[derive(Deserialize)]
@@ -889,18 +954,18 @@ mod wire {
         #[serde(borrow)]
         pub message: Option<Object<Message<'a>>>,
         #[serde(borrow)]
-        pub finish_reason: Option<Cow<'a, str>>,
+        pub finish_reason: Option<Str<'a>>,
     }
 
     /// A chunk's `delta`, or an answer's `message`.
     #[derive(Deserialize, Default)]
     pub struct Message<'a> {
         #[serde(borrow)]
-        pub reasoning_content: Option<Cow<'a, str>>,
+        pub reasoning_content: Option<Str<'a>>,
         #[serde(borrow)]
-        pub reasoning: Option<Cow<'a, str>>,
+        pub reasoning: Option<Str<'a>>,
         #[serde(borrow)]
-        pub content: Option<Cow<'a, str>>,
+        pub content: Option<Str<'a>>,
         #[serde(borrow)]
         pub tool_calls: Option<Vec<Object<Call<'a>>>>,
     }
@@ -909,7 +974,7 @@ mod wire {
     pub struct Call<'a> {
         pub index: Option<u64>,
         #[serde(borrow)]
-        pub id: Option<Cow<'a, str>>,
+        pub id: Option<Str<'a>>,
         #[serde(borrow)]
         pub function: Option<Object<Function<'a>>>,
     }
@@ -917,9 +982,9 @@ mod wire {
     #[derive(Deserialize, Default)]
     pub struct Function<'a> {
         #[serde(borrow)]
-        pub name: Option<Cow<'a, str>>,
+        pub name: Option<Str<'a>>,
         #[serde(borrow)]
-        pub arguments: Option<Cow<'a, str>>,
+        pub arguments: Option<Str<'a>>,
     }
 }
 
@@ -1015,8 +1080,8 @@ impl Decoder {
                 self.stop = Some(stop);
             }
         }
-        if let Some(usage) = chunk.usage.filter(|u| !u.is_null()) {
-            out.push(StreamEvent::Usage(usage_from(&usage)));
+        if let Some(usage) = &chunk.usage {
+            out.push(StreamEvent::Usage(usage.to_ir()));
         }
         Some(out)
     }
@@ -1200,5 +1265,25 @@ impl StreamEncoder for Encoder {
             self.done = true;
             stream_error(error, out);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+
+    use super::wire;
+
+    #[test]
+    fn chunk_strings_without_escapes_are_borrowed_not_copied() {
+        let data = r#"{"id":"c1","model":"m","choices":[{"delta":{"content":"hi"},"finish_reason":"stop"}]}"#;
+        let chunk: wire::Chunk = serde_json::from_str(data).unwrap();
+        let choice = &chunk.choices.as_ref().unwrap()[0].0;
+        let content = &choice.delta.as_ref().unwrap().0.content;
+        for text in [&chunk.id, &chunk.model, content, &choice.finish_reason] {
+            assert!(matches!(text.as_ref().unwrap().0, Cow::Borrowed(_)));
+        }
+        let escaped: wire::Chunk = serde_json::from_str(r#"{"id":"c\n1"}"#).unwrap();
+        assert_eq!(&*escaped.id.unwrap(), "c\n1");
     }
 }
