@@ -16,7 +16,7 @@ use serde_json::Value;
 use super::Gateway;
 use super::ir::{self, ApiError, ErrorKind, StreamEvent};
 use super::proto::{self, Protocol};
-use super::server::json_response;
+use super::server::json_body_response;
 use super::sse;
 use super::upstream::{self, Provider, Timeouts, UpstreamResponse};
 
@@ -323,10 +323,9 @@ impl Call {
                     Class::Soft,
                 ));
             }
-            return Ok(json_response(
-                200,
-                &proto::encode_response(protocol, &answer, request),
-            ));
+            return Ok(json_body_response(proto::encode_response_bytes(
+                protocol, &answer, request,
+            )));
         }
         if !is_event_stream(&response) {
             return self

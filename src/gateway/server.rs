@@ -71,12 +71,17 @@ pub fn error_response(protocol: Protocol, error: &ApiError) -> Response {
 }
 
 pub fn json_response(status: u16, value: &Value) -> Response {
+    let mut response =
+        json_body_response(serde_json::to_vec(value).expect("a JSON value serialises"));
+    *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    response
+}
+
+/// A 200 with a body that is already JSON.
+pub fn json_body_response(body: Vec<u8>) -> Response {
     Response::builder()
-        .status(StatusCode::from_u16(status).unwrap_or(StatusCode::OK))
         .header("content-type", "application/json")
-        .body(Body::from(
-            serde_json::to_vec(value).expect("a JSON value serialises"),
-        ))
+        .body(Body::from(body))
         .expect("static parts")
 }
 

@@ -700,24 +700,80 @@ fn usage_wire(u: &Usage) -> UsageWire {
     }
 }
 
+/// A non-streamed answer as the client receives it, serialised without building a `Value`
+/// tree: every proxied non-streamed call writes one.
+#[derive(Serialize)]
+pub struct Answer<'a> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    role: &'static str,
+    model: &'a str,
+    content: Vec<AnswerBlock<'a>>,
+    stop_reason: &'static str,
+    stop_sequence: Option<&'a str>,
+    usage: UsageWire,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum AnswerBlock<'a> {
+    Text(TextBlock<'a>),
+    Thinking(ThinkingBlock<'a>),
+    /// Calls and the rarer blocks, in the same shape a request carries them.
+    Other(Value),
+}
+
+#[derive(Serialize)]
+struct TextBlock<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    text: &'a ir::Text,
+}
+
+#[derive(Serialize)]
+struct ThinkingBlock<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    thinking: &'a ir::Text,
+    signature: &'a str,
+}
+
+impl<'a> Answer<'a> {
+    pub fn new(response: &'a ir::Response) -> Answer<'a> {
+        let content = response
+            .parts
+            .iter()
+            .filter_map(|part| match part {
+                Part::Text { text } if !text.is_empty() => {
+                    Some(AnswerBlock::Text(TextBlock { kind: "text", text }))
+                }
+                // Reasoning from other providers is shown as a thinking block without
+                // signature only in streams; a stored answer keeps it out of the visible
+                // content.
+                Part::Thinking { text, signature } => Some(AnswerBlock::Thinking(ThinkingBlock {
+                    kind: "thinking",
+                    thinking: text,
+                    signature: signature.as_deref().unwrap_or_default(),
+                })),
+                other => encode_part(other).map(AnswerBlock::Other),
+            })
+            .collect();
+        Answer {
+            id: &response.id,
+            kind: "message",
+            role: "assistant",
+            model: &response.model,
+            content,
+            stop_reason: stop_name(response.stop),
+            stop_sequence: None,
+            usage: usage_wire(&response.usage),
+        }
+    }
+}
+
 pub fn encode_response(response: &ir::Response) -> Value {
-    let content: Vec<Value> = response
-        .parts
-        .iter()
-        .filter_map(|part| match part {
-            // Reasoning from other providers is shown as a thinking block without signature
-            // only in streams; a stored answer keeps it out of the visible content.
-            Part::Thinking { text, signature } => Some(json!({
-                "type": "thinking", "thinking": text, "signature": signature.clone().unwrap_or_default(),
-            })),
-            other => encode_part(other),
-        })
-        .collect();
-    json!({
-        "id": response.id, "type": "message", "role": "assistant", "model": response.model,
-        "content": content, "stop_reason": stop_name(response.stop), "stop_sequence": null,
-        "usage": usage_wire(&response.usage),
-    })
+    serde_json::to_value(Answer::new(response)).expect("an answer serialises")
 }
 
 // ---------------------------------------------------------------- errors
@@ -914,25 +970,24 @@ impl Encoder {
         sse::write_json(out, Some(name), &data);
     }
 
-    /// A `content_block_delta` for the open block, written straight from the text: the hot
-    /// path of every streamed answer.
+    /// A `content_block_delta` for the open block: the hot path of every streamed answer,
+    /// so only the text goes through the serialiser (for its escapes); the rest is fixed
+    /// bytes, the same ones a derived `Serialize` would write.
     fn delta(&self, out: &mut Vec<u8>, delta: BlockDelta<'_>) {
-        #[derive(serde::Serialize)]
-        struct Event<'a> {
-            #[serde(rename = "type")]
-            kind: &'static str,
-            index: usize,
-            delta: BlockDelta<'a>,
-        }
-        sse::write_json(
+        use std::io::Write as _;
+        let (kind, field, text) = match delta {
+            BlockDelta::Text { text } => ("text_delta", "text", text),
+            BlockDelta::Thinking { thinking } => ("thinking_delta", "thinking", thinking),
+            BlockDelta::Signature { signature } => ("signature_delta", "signature", signature),
+        };
+        write!(
             out,
-            Some("content_block_delta"),
-            &Event {
-                kind: "content_block_delta",
-                index: self.next_index,
-                delta,
-            },
-        );
+            "event: content_block_delta\ndata: {{\"type\":\"content_block_delta\",\"index\":{},\"delta\":{{\"type\":\"{kind}\",\"{field}\":",
+            self.next_index
+        )
+        .expect("writing to a Vec cannot fail");
+        serde_json::to_writer(&mut *out, text).expect("a string serialises");
+        out.extend_from_slice(b"}}\n\n");
     }
 
     fn ensure_started(&mut self, out: &mut Vec<u8>) {
@@ -1012,14 +1067,9 @@ impl Encoder {
     }
 }
 
-#[derive(serde::Serialize)]
-#[serde(tag = "type")]
 enum BlockDelta<'a> {
-    #[serde(rename = "text_delta")]
     Text { text: &'a str },
-    #[serde(rename = "thinking_delta")]
     Thinking { thinking: &'a str },
-    #[serde(rename = "signature_delta")]
     Signature { signature: &'a str },
 }
 
@@ -1082,5 +1132,32 @@ impl StreamEncoder for Encoder {
             self.done = true;
             stream_error(error, out);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_written_text_delta_is_one_json_event_with_the_text_escaped() {
+        let text = "say \"hi\"\n\t\u{1}\\ é";
+        let mut encoder = Encoder::default();
+        let mut out = Vec::new();
+        encoder.event(&StreamEvent::TextDelta { text: text.into() }, &mut out);
+        let written = String::from_utf8(out).unwrap();
+        let delta = written
+            .split("\n\n")
+            .find(|frame| frame.starts_with("event: content_block_delta\n"))
+            .unwrap();
+        let data = delta
+            .strip_prefix("event: content_block_delta\ndata: ")
+            .unwrap();
+        assert!(!data.contains('\n'));
+        assert_eq!(
+            serde_json::from_str::<Value>(data).unwrap(),
+            json!({"type": "content_block_delta", "index": 0,
+                "delta": {"type": "text_delta", "text": text}})
+        );
     }
 }

@@ -156,6 +156,19 @@ pub fn encode_response(
     }
 }
 
+/// [`encode_response`] as the bytes of the client's body.
+pub fn encode_response_bytes(
+    protocol: Protocol,
+    response: &ir::Response,
+    request: &ir::Request,
+) -> Vec<u8> {
+    match protocol {
+        Protocol::Anthropic => serde_json::to_vec(&anthropic::Answer::new(response)),
+        _ => serde_json::to_vec(&encode_response(protocol, response, request)),
+    }
+    .expect("an answer serialises")
+}
+
 pub fn stream_decoder(protocol: Protocol) -> Box<dyn StreamDecoder> {
     match protocol {
         Protocol::Anthropic => Box::new(anthropic::Decoder::default()),
