@@ -18,6 +18,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use serde_json::{Value, json};
 
 /// The machine is shared: each target is measured in turn, round after round, and the median
@@ -70,7 +71,7 @@ fn main() {
             };
             let stats = load(
                 &args[2],
-                Arc::new(body),
+                Bytes::from(body),
                 args[4].parse().unwrap(),
                 Duration::from_secs(args[5].parse().unwrap()),
             )
@@ -206,23 +207,23 @@ async fn run() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let rss_idle = rss_kib(pid);
 
-    let targets: Vec<(&str, String, Arc<Vec<u8>>)> = {
+    let targets: Vec<(&str, String, Bytes)> = {
         let mut t = vec![(
             "direct",
             format!("{fake}/v1/chat/completions"),
-            Arc::new(small_chat()),
+            Bytes::from(small_chat()),
         )];
         if let Some((_, url)) = &nginx {
             t.push((
                 "nginx hop",
                 format!("{url}/v1/chat/completions"),
-                Arc::new(small_chat()),
+                Bytes::from(small_chat()),
             ));
         }
         t.push((
             "gateway anthropic->chat",
             format!("{gateway}/v1/messages"),
-            Arc::new(small_anthropic()),
+            Bytes::from(small_anthropic()),
         ));
         t
     };
@@ -279,23 +280,23 @@ async fn run() {
         "target", "ttfb p50 ms", "ttfb p99 ms", "total p50", "total p99"
     );
     let mut streams = Vec::new();
-    let stream_targets: Vec<(&str, String, Arc<Vec<u8>>)> = {
+    let stream_targets: Vec<(&str, String, Bytes)> = {
         let mut t = vec![(
             "direct",
             format!("{fake}/v1/chat/completions"),
-            Arc::new(agent_chat.clone()),
+            Bytes::from(agent_chat.clone()),
         )];
         if let Some((_, url)) = &nginx {
             t.push((
                 "nginx hop",
                 format!("{url}/v1/chat/completions"),
-                Arc::new(agent_chat.clone()),
+                Bytes::from(agent_chat.clone()),
             ));
         }
         t.push((
             "gateway anthropic->chat",
             format!("{gateway}/v1/messages"),
-            Arc::new(agent_anthropic.clone()),
+            Bytes::from(agent_anthropic.clone()),
         ));
         t
     };
@@ -328,7 +329,7 @@ async fn run() {
         let remaining = 100_000 - gateway_requests;
         let stats = load_count(
             &format!("{gateway}/v1/messages"),
-            Arc::new(small_anthropic()),
+            Bytes::from(small_anthropic()),
             32,
             remaining,
         )
@@ -480,13 +481,13 @@ fn client() -> reqwest::Client {
         .unwrap()
 }
 
-async fn load(url: &str, body: Arc<Vec<u8>>, concurrency: usize, duration: Duration) -> Stats {
+async fn load(url: &str, body: Bytes, concurrency: usize, duration: Duration) -> Stats {
     let client = client();
     // Warm the connections.
     for _ in 0..concurrency.max(50) {
         let _ = client
             .post(url)
-            .body(body.to_vec())
+            .body(body.clone())
             .send()
             .await
             .unwrap()
@@ -507,7 +508,7 @@ async fn load(url: &str, body: Arc<Vec<u8>>, concurrency: usize, duration: Durat
                 let response = client
                     .post(&url)
                     .header("content-type", "application/json")
-                    .body(body.to_vec())
+                    .body(body.clone())
                     .send()
                     .await
                     .unwrap();
@@ -536,7 +537,7 @@ async fn load(url: &str, body: Arc<Vec<u8>>, concurrency: usize, duration: Durat
     }
 }
 
-async fn load_count(url: &str, body: Arc<Vec<u8>>, concurrency: usize, total: usize) -> usize {
+async fn load_count(url: &str, body: Bytes, concurrency: usize, total: usize) -> usize {
     let client = client();
     let per = total.div_ceil(concurrency);
     let mut tasks = Vec::new();
@@ -546,7 +547,7 @@ async fn load_count(url: &str, body: Arc<Vec<u8>>, concurrency: usize, total: us
         let body = body.clone();
         tasks.push(tokio::spawn(async move {
             for _ in 0..per {
-                let response = client.post(&url).body(body.to_vec()).send().await.unwrap();
+                let response = client.post(&url).body(body.clone()).send().await.unwrap();
                 let _ = response.bytes().await.unwrap();
             }
             per
@@ -562,7 +563,7 @@ async fn load_count(url: &str, body: Arc<Vec<u8>>, concurrency: usize, total: us
 /// (ttfb p50, ttfb p99, total p50, total p99) in ms.
 async fn stream_load(
     url: &str,
-    body: Arc<Vec<u8>>,
+    body: Bytes,
     concurrency: usize,
     total: usize,
 ) -> (f64, f64, f64, f64) {
@@ -580,7 +581,7 @@ async fn stream_load(
                 let mut response = client
                     .post(&url)
                     .header("content-type", "application/json")
-                    .body(body.to_vec())
+                    .body(body.clone())
                     .send()
                     .await
                     .unwrap();
