@@ -99,8 +99,8 @@ pub struct Call {
     pub model: String,
     pub stream: bool,
     pub timeouts: Timeouts,
-    /// The key for this attempt (None: the provider has none).
-    pub key: Option<String>,
+    /// The index in the provider's keys of the key for this attempt (None: it has none).
+    pub key: Option<usize>,
 }
 
 /// Headers a same-protocol client sends that the provider must see too.
@@ -136,10 +136,6 @@ fn rewrite_model(body: &[u8], model: &str) -> Result<Bytes, ApiError> {
 }
 
 impl Call {
-    fn key(&self) -> Option<&str> {
-        self.key.as_deref()
-    }
-
     async fn send(
         &self,
         body: Bytes,
@@ -158,7 +154,7 @@ impl Call {
                     Class::Skip,
                 )
             })?;
-        let headers = self.provider.headers(self.key(), passthrough);
+        let headers = self.provider.headers(self.key, passthrough);
         let response = upstream::send(
             &self.gateway.client,
             &self.provider,

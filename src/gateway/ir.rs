@@ -304,9 +304,11 @@ impl Text {
     }
 
     /// Text a JSON parser could borrow from its input (so it had no escapes there): the text
-    /// in quotes is its literal, and is kept as that.
+    /// in quotes is its literal, and is kept as that. A short text is kept plain: escaping a
+    /// few bytes again costs less than building and checking a literal.
     pub fn quoting(text: &str) -> Text {
-        if memchr::memchr2(b'"', b'\\', text.as_bytes()).is_some() {
+        const WORTH_QUOTING: usize = 256;
+        if text.len() < WORTH_QUOTING || memchr::memchr2(b'"', b'\\', text.as_bytes()).is_some() {
             return text.into();
         }
         RawValue::from_string(format!("\"{text}\""))

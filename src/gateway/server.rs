@@ -444,7 +444,7 @@ async fn cascade(
                 model: target.model.clone(),
                 stream,
                 timeouts: routing.timeouts,
-                key: key.map(|k| provider.keys[k].clone()),
+                key,
             };
             let outcome = if provider.format == protocol {
                 call.forward(body.clone(), query, headers).await

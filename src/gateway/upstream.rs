@@ -25,6 +25,10 @@ pub struct Provider {
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// The model-call endpoint, parsed once (every protocol but Gemini has one fixed URL).
     endpoint: Option<Uri>,
+    /// Each key as the header that carries it, built once rather than on every call.
+    auth: Vec<Option<(HeaderName, HeaderValue)>>,
+    /// `Host` for the base URL, set here so the HTTP client does not format it per request.
+    host: Option<HeaderValue>,
 }
 
 impl Provider {
@@ -37,18 +41,28 @@ impl Provider {
                 .map_err(|_| format!("providers.{name}.headers.{key}: not a valid header value"))?;
             headers.push((name, value));
         }
+        let keys = config.keys();
+        let auth = keys
+            .iter()
+            .map(|key| auth_header(config.format, key))
+            .collect();
         let mut provider = Provider {
             name: name.to_string(),
             format: config.format,
             base_url: config.base_url.as_str().trim_end_matches('/').to_string(),
-            keys: config.keys(),
+            keys,
             headers,
             endpoint: None,
+            auth,
+            host: None,
         };
+        let base = parse_uri(&provider.url("model", false, None))
+            .map_err(|e| format!("providers.{name}.base_url: {e}"))?;
+        provider.host = base
+            .authority()
+            .and_then(|authority| HeaderValue::from_str(authority.as_str()).ok());
         if provider.format != Protocol::Gemini {
-            let url = provider.url("", false, None);
-            provider.endpoint =
-                Some(parse_uri(&url).map_err(|e| format!("providers.{name}.base_url: {e}"))?);
+            provider.endpoint = Some(base);
         }
         Ok(provider)
     }
@@ -84,10 +98,10 @@ impl Provider {
         }
     }
 
-    /// Auth and protocol headers, with `key`.
+    /// Auth and protocol headers, with the key at index `key` of [`Provider::keys`].
     pub fn headers(
         &self,
-        key: Option<&str>,
+        key: Option<usize>,
         passthrough: &[(HeaderName, HeaderValue)],
     ) -> HeaderMap {
         let mut headers = HeaderMap::new();
@@ -95,25 +109,14 @@ impl Provider {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+        if let Some(host) = &self.host {
+            headers.insert(header::HOST, host.clone());
+        }
         for (name, value) in passthrough {
             headers.insert(name.clone(), value.clone());
         }
-        if let Some(key) = key
-            && let Ok(value) = HeaderValue::from_str(key)
-        {
-            match self.format {
-                Protocol::Anthropic => {
-                    headers.insert("x-api-key", value);
-                }
-                Protocol::Gemini => {
-                    headers.insert("x-goog-api-key", value);
-                }
-                Protocol::Chat | Protocol::Responses => {
-                    if let Ok(bearer) = HeaderValue::from_str(&format!("Bearer {key}")) {
-                        headers.insert(header::AUTHORIZATION, bearer);
-                    }
-                }
-            }
+        if let Some(Some((name, value))) = key.and_then(|k| self.auth.get(k)) {
+            headers.insert(name.clone(), value.clone());
         }
         if self.format == Protocol::Anthropic && !headers.contains_key("anthropic-version") {
             headers.insert("anthropic-version", HeaderValue::from_static("2023-06-01"));
@@ -123,6 +126,19 @@ impl Provider {
         }
         headers
     }
+}
+
+/// The header that carries `key` for a provider speaking `format` (None: the key cannot be a
+/// header value, and the provider is called without it, as before).
+fn auth_header(format: Protocol, key: &str) -> Option<(HeaderName, HeaderValue)> {
+    let (name, value) = match format {
+        Protocol::Anthropic => (HeaderName::from_static("x-api-key"), key.to_string()),
+        Protocol::Gemini => (HeaderName::from_static("x-goog-api-key"), key.to_string()),
+        Protocol::Chat | Protocol::Responses => (header::AUTHORIZATION, format!("Bearer {key}")),
+    };
+    let mut value = HeaderValue::from_str(&value).ok()?;
+    value.set_sensitive(true);
+    Some((name, value))
 }
 
 /// Timeouts for one request.
