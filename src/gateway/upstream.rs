@@ -58,9 +58,7 @@ impl Provider {
         };
         let base = parse_uri(&provider.url("model", false, None))
             .map_err(|e| format!("providers.{name}.base_url: {e}"))?;
-        provider.host = base
-            .authority()
-            .and_then(|authority| HeaderValue::from_str(authority.as_str()).ok());
+        provider.host = host_header(&base);
         if provider.format != Protocol::Gemini {
             provider.endpoint = Some(base);
         }
@@ -126,6 +124,21 @@ impl Provider {
         }
         headers
     }
+}
+
+/// `Host` as hyper's client would write it: the host, and the port only when it is not the
+/// scheme's default.
+fn host_header(url: &Uri) -> Option<HeaderValue> {
+    let host = url.host()?;
+    let default_port = match url.scheme_str() {
+        Some("https") => 443,
+        _ => 80,
+    };
+    match url.port_u16() {
+        Some(port) if port != default_port => HeaderValue::from_str(&format!("{host}:{port}")),
+        _ => HeaderValue::from_str(host),
+    }
+    .ok()
 }
 
 /// The header that carries `key` for a provider speaking `format` (None: the key cannot be a
@@ -292,4 +305,53 @@ pub fn retry_after(headers: &HeaderMap) -> Option<u64> {
         .parse::<f64>()
         .ok()
         .map(|s| s.ceil() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn provider(format: &str, base_url: &str) -> Provider {
+        let config: ProviderConfig = toml::from_str(&format!(
+            "base_url = \"{base_url}\"\nformat = \"{format}\"\napi_keys = [\"first\", \"second\"]\n"
+        ))
+        .unwrap();
+        Provider::new("p", &config).unwrap()
+    }
+
+    #[test]
+    fn the_host_header_carries_the_port_only_when_it_is_not_the_default() {
+        let host = |format, url| {
+            let headers = provider(format, url).headers(None, &[]);
+            headers[header::HOST].to_str().unwrap().to_string()
+        };
+        assert_eq!(
+            host("chat", "https://api.example.com/v1"),
+            "api.example.com"
+        );
+        assert_eq!(
+            host("chat", "https://api.example.com:443/v1"),
+            "api.example.com"
+        );
+        assert_eq!(host("chat", "http://127.0.0.1:8082/v1"), "127.0.0.1:8082");
+        assert_eq!(host("gemini", "http://[::1]:9000"), "[::1]:9000");
+        assert_eq!(host("anthropic", "http://localhost"), "localhost");
+    }
+
+    #[test]
+    fn each_call_carries_the_key_it_names_in_its_protocols_header() {
+        let chat = provider("chat", "https://api.example.com/v1");
+        assert_eq!(
+            chat.headers(Some(1), &[])[header::AUTHORIZATION],
+            "Bearer second"
+        );
+        assert!(chat.headers(Some(0), &[])[header::AUTHORIZATION].is_sensitive());
+        assert!(!chat.headers(None, &[]).contains_key(header::AUTHORIZATION));
+        let anthropic = provider("anthropic", "https://api.example.com");
+        let headers = anthropic.headers(Some(0), &[]);
+        assert_eq!(headers["x-api-key"], "first");
+        assert_eq!(headers["anthropic-version"], "2023-06-01");
+        let gemini = provider("gemini", "https://api.example.com");
+        assert_eq!(gemini.headers(Some(1), &[])["x-goog-api-key"], "second");
+    }
 }
