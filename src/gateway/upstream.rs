@@ -16,7 +16,7 @@ use super::proto::Protocol;
 use crate::config::{GatewayConfig, ProviderConfig};
 
 /// A configured provider, ready to be called.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Provider {
     pub name: String,
     pub format: Protocol,
@@ -29,6 +29,18 @@ pub struct Provider {
     auth: Vec<Option<(HeaderName, HeaderValue)>>,
     /// `Host` for the base URL, set here so the HTTP client does not format it per request.
     host: Option<HeaderValue>,
+}
+
+/// Names the provider without its keys or headers, which may hold secrets.
+impl std::fmt::Debug for Provider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Provider")
+            .field("name", &self.name)
+            .field("format", &self.format)
+            .field("base_url", &self.base_url)
+            .field("keys", &self.keys.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Provider {
@@ -351,6 +363,7 @@ mod tests {
         let headers = anthropic.headers(Some(0), &[]);
         assert_eq!(headers["x-api-key"], "first");
         assert_eq!(headers["anthropic-version"], "2023-06-01");
+        assert!(!format!("{chat:?}").contains("second"), "{chat:?}");
         let gemini = provider("gemini", "https://api.example.com");
         assert_eq!(gemini.headers(Some(1), &[])["x-goog-api-key"], "second");
     }
