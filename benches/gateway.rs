@@ -8,6 +8,14 @@
 //! cold start to first answer, and gateway RSS idle and after 100k requests. Targets take
 //! turns over three rounds and each figure is the median of its rounds.
 //!
+//! Streams run twice. A *burst* sends all 20 chunks at once: with 16 in flight on a small
+//! machine that is a CPU-bound test, where what a hop adds is mostly its CPU time per request
+//! times the requests queued ahead. A *paced* stream sends its chunks [`PACE`] apart, as a
+//! fast model does: time to first byte then shows a hop that holds the stream back. Its total
+//! is mostly the fake's timer sleeps, which jitter by more than a hop adds, so its last token
+//! carries the time it was sent, and what a hop adds to the total is what it adds between
+//! that send and the client seeing the stream end (the `end` columns).
+//!
 //! The fake upstream runs as a separate process (this binary re-executed with `fake`).
 //! Other modes (after `--`): `micro` times each stage of one agent-shaped translation
 //! in-process; `soak` and `failover` are the resilience runs (see `gateway/soak.rs`);
@@ -27,6 +35,8 @@ use serde_json::{Value, json};
 const ROUNDS: usize = 3;
 const SMALL_SECONDS: u64 = 2;
 const STREAM_REQUESTS: usize = 1000;
+/// The gap between a paced stream's chunks, for paths under `/paced/` on the fake upstream.
+const PACE: Duration = Duration::from_millis(5);
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -154,12 +164,18 @@ async fn run() {
     std::fs::create_dir_all(home.join("config/profiles")).unwrap();
     std::fs::write(
         home.join("config/config.toml"),
-        format!("[gateway]\nauto_start = false\n[providers.fake]\nbase_url = \"{fake}/v1\"\nformat = \"chat\"\napi_key = \"k\"\n"),
+        format!("[gateway]\nauto_start = false\n[providers.fake]\nbase_url = \"{fake}/v1\"\nformat = \"chat\"\napi_key = \"k\"\n\
+                 [providers.paced]\nbase_url = \"{fake}/paced/v1\"\nformat = \"chat\"\napi_key = \"k\"\n"),
     )
     .unwrap();
     std::fs::write(
         home.join("config/profiles/default.toml"),
         "[tiers.middle]\nmodel = \"fake|fast\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        home.join("config/profiles/paced.toml"),
+        "[tiers.middle]\nmodel = \"paced|fast\"\n",
     )
     .unwrap();
 
@@ -270,58 +286,36 @@ async fn run() {
 
     let agent_anthropic = agent_request_anthropic();
     let agent_chat = agent_request_chat(&agent_anthropic);
-    println!(
-        "\nstreams: 20 chunks, agent-shaped request ({} KB anthropic / {} KB chat), concurrency 16, {ROUNDS} interleaved rounds of {STREAM_REQUESTS} requests; medians",
-        agent_anthropic.len() / 1024,
-        agent_chat.len() / 1024
-    );
-    println!(
-        "{:<26} {:>12} {:>12} {:>12} {:>12}",
-        "target", "ttfb p50 ms", "ttfb p99 ms", "total p50", "total p99"
-    );
-    let mut streams = Vec::new();
-    let stream_targets: Vec<(&str, String, Bytes)> = {
-        let mut t = vec![(
+    let nginx_url = nginx.as_ref().map(|(_, url)| url.as_str());
+    let mut stream_runs = Vec::new();
+    for (kind, prefix, profile) in [
+        ("burst: all 20 chunks at once", "", ""),
+        ("paced: 20 chunks 5 ms apart", "/paced", "/p/paced"),
+    ] {
+        println!(
+            "\nstreams, {kind}: agent-shaped request ({} KB anthropic / {} KB chat), concurrency 16, {ROUNDS} interleaved rounds of {STREAM_REQUESTS} requests; medians",
+            agent_anthropic.len() / 1024,
+            agent_chat.len() / 1024
+        );
+        let mut targets = vec![(
             "direct",
-            format!("{fake}/v1/chat/completions"),
+            format!("{fake}{prefix}/v1/chat/completions"),
             Bytes::from(agent_chat.clone()),
         )];
-        if let Some((_, url)) = &nginx {
-            t.push((
+        if let Some(url) = nginx_url {
+            targets.push((
                 "nginx hop",
-                format!("{url}/v1/chat/completions"),
+                format!("{url}{prefix}/v1/chat/completions"),
                 Bytes::from(agent_chat.clone()),
             ));
         }
-        t.push((
+        targets.push((
             "gateway anthropic->chat",
-            format!("{gateway}/v1/messages"),
+            format!("{gateway}{profile}/v1/messages"),
             Bytes::from(agent_anthropic.clone()),
         ));
-        t
-    };
-    let mut rounds: Vec<Vec<(f64, f64, f64, f64)>> =
-        stream_targets.iter().map(|_| Vec::new()).collect();
-    for _ in 0..ROUNDS {
-        for ((name, url, body), rounds) in stream_targets.iter().zip(&mut rounds) {
-            rounds.push(stream_load(url, body.clone(), 16, STREAM_REQUESTS).await);
-            if name.starts_with("gateway") {
-                gateway_requests += STREAM_REQUESTS;
-            }
-        }
-    }
-    for ((name, _, _), rounds) in stream_targets.iter().zip(&rounds) {
-        let stats = (
-            median(rounds.iter().map(|s| s.0)),
-            median(rounds.iter().map(|s| s.1)),
-            median(rounds.iter().map(|s| s.2)),
-            median(rounds.iter().map(|s| s.3)),
-        );
-        println!(
-            "{:<26} {:>12.3} {:>12.3} {:>12.3} {:>12.3}",
-            name, stats.0, stats.1, stats.2, stats.3
-        );
-        streams.push((name.to_string(), stats));
+        stream_runs.push(stream_rounds(&targets).await);
+        gateway_requests += ROUNDS * STREAM_REQUESTS;
     }
 
     // Top up to 100k requests through the gateway before reading its RSS again.
@@ -378,18 +372,32 @@ async fn run() {
             );
         }
     }
-    let stream_of = |name: &str| {
-        streams
-            .iter()
-            .find(|(n, _)| n.starts_with(name))
-            .map(|(_, s)| *s)
-    };
-    if let (Some(direct), Some(gw)) = (stream_of("direct"), stream_of("gateway")) {
-        println!(
-            "  gateway added stream total p50: {:.3} ms (target <= 1); added ttfb p50: {:.3} ms",
-            gw.2 - direct.2,
-            gw.0 - direct.0
-        );
+    for (kind, streams) in ["burst", "paced"].iter().zip(&stream_runs) {
+        let stream_of = |name: &str| {
+            streams
+                .iter()
+                .find(|(n, _)| n.starts_with(name))
+                .map(|(_, s)| *s)
+        };
+        for hop in ["gateway", "nginx"] {
+            if let (Some(direct), Some(via)) = (stream_of("direct"), stream_of(hop)) {
+                // Paced, the total is mostly the fake's timer sleeps, which jitter by more than
+                // a hop adds; what the hop adds to the total is what it adds to the stream's end.
+                let added_total = match (direct.end_p50, via.end_p50) {
+                    (Some(direct), Some(via)) => via - direct,
+                    _ => via.total_p50 - direct.total_p50,
+                };
+                println!(
+                    "  {hop} added {kind} stream total p50: {added_total:.3} ms{}; added ttfb p50: {:.3} ms",
+                    if hop == "gateway" {
+                        " (target <= 1)"
+                    } else {
+                        ""
+                    },
+                    via.ttfb_p50 - direct.ttfb_p50
+                );
+            }
+        }
     }
     println!(
         "  gateway cold start to first answer: median {:.1} ms, max {:.1} ms (target <= 50)",
@@ -407,6 +415,49 @@ async fn run() {
     if let Some((child, _)) = nginx {
         drop(child);
     }
+}
+
+/// Each target's stream figures (ttfb p50, ttfb p99, total p50, total p99), medians over the
+/// rounds, printed as a table and returned by name.
+async fn stream_rounds(targets: &[(&str, String, Bytes)]) -> Vec<(String, StreamStats)> {
+    println!(
+        "{:<26} {:>12} {:>12} {:>12} {:>12} {:>12} {:>12}",
+        "target", "ttfb p50 ms", "ttfb p99 ms", "total p50", "total p99", "end p50", "end p99"
+    );
+    let mut rounds: Vec<Vec<StreamStats>> = targets.iter().map(|_| Vec::new()).collect();
+    for _ in 0..ROUNDS {
+        for ((_, url, body), rounds) in targets.iter().zip(&mut rounds) {
+            rounds.push(stream_load(url, body.clone(), 16, STREAM_REQUESTS).await);
+        }
+    }
+    let mut out = Vec::new();
+    for ((name, _, _), rounds) in targets.iter().zip(&rounds) {
+        let of = |figure: fn(&StreamStats) -> Option<f64>| {
+            let values: Option<Vec<f64>> = rounds.iter().map(figure).collect();
+            values.map(|values| median(values.into_iter()))
+        };
+        let stats = StreamStats {
+            ttfb_p50: median(rounds.iter().map(|s| s.ttfb_p50)),
+            ttfb_p99: median(rounds.iter().map(|s| s.ttfb_p99)),
+            total_p50: median(rounds.iter().map(|s| s.total_p50)),
+            total_p99: median(rounds.iter().map(|s| s.total_p99)),
+            end_p50: of(|s| s.end_p50),
+            end_p99: of(|s| s.end_p99),
+        };
+        let end = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3}"));
+        println!(
+            "{:<26} {:>12.3} {:>12.3} {:>12.3} {:>12.3} {:>12} {:>12}",
+            name,
+            stats.ttfb_p50,
+            stats.ttfb_p99,
+            stats.total_p50,
+            stats.total_p99,
+            end(stats.end_p50),
+            end(stats.end_p99)
+        );
+        out.push((name.to_string(), stats));
+    }
+    out
 }
 
 fn ms(d: Duration) -> f64 {
@@ -560,13 +611,20 @@ async fn load_count(url: &str, body: Bytes, concurrency: usize, total: usize) ->
     done
 }
 
-/// (ttfb p50, ttfb p99, total p50, total p99) in ms.
-async fn stream_load(
-    url: &str,
-    body: Bytes,
-    concurrency: usize,
-    total: usize,
-) -> (f64, f64, f64, f64) {
+/// One target's stream figures, in ms.
+#[derive(Clone, Copy)]
+struct StreamStats {
+    ttfb_p50: f64,
+    ttfb_p99: f64,
+    total_p50: f64,
+    total_p99: f64,
+    /// From the upstream sending its last token to the client seeing the stream end: what a
+    /// hop adds to the total, free of the pacing's timer jitter (paced streams only).
+    end_p50: Option<f64>,
+    end_p99: Option<f64>,
+}
+
+async fn stream_load(url: &str, body: Bytes, concurrency: usize, total: usize) -> StreamStats {
     let client = client();
     let per = total / concurrency;
     let mut tasks = Vec::new();
@@ -591,33 +649,61 @@ async fn stream_load(
                     response.status()
                 );
                 let mut first = None;
-                let mut bytes = 0;
+                let mut received = Vec::new();
                 while let Some(chunk) = response.chunk().await.unwrap() {
                     first.get_or_insert_with(|| t.elapsed());
-                    bytes += chunk.len();
+                    received.extend_from_slice(&chunk);
                 }
-                assert!(bytes > 0);
-                out.push((first.unwrap(), t.elapsed()));
+                let end = since_epoch();
+                assert!(!received.is_empty());
+                let end_delay = last_token_sent(&received).map(|sent| end.saturating_sub(sent));
+                out.push((first.unwrap(), t.elapsed(), end_delay));
             }
             out
         }));
     }
-    let mut ttfb = Vec::new();
-    let mut totals = Vec::new();
+    let (mut ttfb, mut totals, mut ends) = (Vec::new(), Vec::new(), Vec::new());
     for task in tasks {
-        for (f, t) in task.await.unwrap() {
-            ttfb.push(f);
-            totals.push(t);
+        for (first, total, end) in task.await.unwrap() {
+            ttfb.push(first);
+            totals.push(total);
+            ends.extend(end);
         }
     }
     ttfb.sort();
     totals.sort();
-    (
-        percentile(&ttfb, 0.5),
-        percentile(&ttfb, 0.99),
-        percentile(&totals, 0.5),
-        percentile(&totals, 0.99),
-    )
+    ends.sort();
+    let stamped = ends.len() == ttfb.len();
+    StreamStats {
+        ttfb_p50: percentile(&ttfb, 0.5),
+        ttfb_p99: percentile(&ttfb, 0.99),
+        total_p50: percentile(&totals, 0.5),
+        total_p99: percentile(&totals, 0.99),
+        end_p50: stamped.then(|| percentile(&ends, 0.5)),
+        end_p99: stamped.then(|| percentile(&ends, 0.99)),
+    }
+}
+
+/// The wall clock: the one clock the fake upstream and the client both read.
+fn since_epoch() -> Duration {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+}
+
+/// A paced stream's last token is `stamp:<ns>`, when the fake sent it; it reaches the client
+/// as text in whichever protocol the hop speaks.
+fn last_token_sent(stream: &[u8]) -> Option<Duration> {
+    let at = memchr::memmem::find(stream, b"stamp:")? + "stamp:".len();
+    let digits = stream[at..]
+        .iter()
+        .take_while(|b| b.is_ascii_digit())
+        .count();
+    let nanos: u64 = std::str::from_utf8(&stream[at..at + digits])
+        .ok()?
+        .parse()
+        .ok()?;
+    Some(Duration::from_nanos(nanos))
 }
 
 fn small_chat() -> Vec<u8> {
@@ -707,6 +793,15 @@ fn fake_upstream(port: u16, mode: &str) {
             ));
         }
         let cut = stream[..stream.find("\n\n").unwrap() + 2].to_string();
+        // A paced stream ends with the last token, its finish and [DONE] at once, as models
+        // send them; the last token is the time it is sent (see `last_token_sent`).
+        let last: Arc<dyn Fn(Duration) -> Bytes + Send + Sync> = Arc::new(move |stamp: Duration| {
+            let token = json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "fast",
+                "choices": [{"index": 0, "delta": {"content": format!("stamp:{}", stamp.as_nanos())}, "finish_reason": null}]});
+            let finish = json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "fast",
+                "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], "usage": {"prompt_tokens": 9000, "completion_tokens": 40, "total_tokens": 9040}});
+            Bytes::from(format!("data: {token}\n\ndata: {finish}\n\ndata: [DONE]\n\n"))
+        });
         stream.push_str(&format!("data: {}\n\n", json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "fast",
             "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], "usage": {"prompt_tokens": 9000, "completion_tokens": 40, "total_tokens": 9040}})));
         stream.push_str("data: [DONE]\n\n");
@@ -716,8 +811,8 @@ fn fake_upstream(port: u16, mode: &str) {
         let seed = Arc::new(std::sync::atomic::AtomicU64::new(0x9E37_79B9_7F4A_7C15 ^ u64::from(port)));
         let app = axum::Router::new()
             .route("/health", axum::routing::get(|| async { "ok" }))
-            .fallback(move |body: axum::body::Bytes| {
-                let (small, stream, cut, seed) = (small.clone(), stream.clone(), cut.clone(), seed.clone());
+            .fallback(move |uri: axum::http::Uri, body: axum::body::Bytes| {
+                let (small, stream, cut, seed, last) = (small.clone(), stream.clone(), cut.clone(), seed.clone(), last.clone());
                 async move {
                     let wants_stream = memchr_stream(&body);
                     let respond = |status: u16, content_type: &str, text: String| {
@@ -746,12 +841,42 @@ fn fake_upstream(port: u16, mode: &str) {
                             }
                         };
                     }
+                    if wants_stream && uri.path().starts_with("/paced/") {
+                        return axum::response::Response::builder().header("content-type", "text/event-stream").body(paced(&stream, &last)).unwrap();
+                    }
                     if wants_stream { respond(200, "text/event-stream", (*stream).clone()) } else { respond(200, "application/json", (*small).clone()) }
                 }
             });
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
         axum::serve(listener, app).await.unwrap();
     });
+}
+
+/// A stream's first 19 tokens one by one, [`PACE`] apart, then `last` of the time it is sent.
+fn paced(stream: &str, last: &Arc<dyn Fn(Duration) -> Bytes + Send + Sync>) -> axum::body::Body {
+    let tokens: Vec<Bytes> = stream
+        .split_inclusive("\n\n")
+        .take(19)
+        .map(|event| Bytes::copy_from_slice(event.as_bytes()))
+        .collect();
+    let last = last.clone();
+    axum::body::Body::from_stream(futures_util::stream::unfold(
+        (tokens.into_iter(), 0),
+        move |(mut tokens, sent)| {
+            let last = last.clone();
+            async move {
+                // The body ends as soon as the last event is out, not a pause later.
+                if sent == 20 {
+                    return None;
+                }
+                if sent > 0 {
+                    tokio::time::sleep(PACE).await;
+                }
+                let event = tokens.next().unwrap_or_else(|| last(since_epoch()));
+                Some((Ok::<_, std::convert::Infallible>(event), (tokens, sent + 1)))
+            }
+        },
+    ))
 }
 
 /// xorshift: enough randomness to choose faults, shared by all requests.
