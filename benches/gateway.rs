@@ -417,8 +417,8 @@ async fn run() {
     }
 }
 
-/// Each target's stream figures (ttfb p50, ttfb p99, total p50, total p99), medians over the
-/// rounds, printed as a table and returned by name.
+/// Each target's stream figures, medians over the rounds, printed as a table and returned by
+/// name.
 async fn stream_rounds(targets: &[(&str, String, Bytes)]) -> Vec<(String, StreamStats)> {
     println!(
         "{:<26} {:>12} {:>12} {:>12} {:>12} {:>12} {:>12}",
@@ -793,15 +793,6 @@ fn fake_upstream(port: u16, mode: &str) {
             ));
         }
         let cut = stream[..stream.find("\n\n").unwrap() + 2].to_string();
-        // A paced stream ends with the last token, its finish and [DONE] at once, as models
-        // send them; the last token is the time it is sent (see `last_token_sent`).
-        let last: Arc<dyn Fn(Duration) -> Bytes + Send + Sync> = Arc::new(move |stamp: Duration| {
-            let token = json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "fast",
-                "choices": [{"index": 0, "delta": {"content": format!("stamp:{}", stamp.as_nanos())}, "finish_reason": null}]});
-            let finish = json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "fast",
-                "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], "usage": {"prompt_tokens": 9000, "completion_tokens": 40, "total_tokens": 9040}});
-            Bytes::from(format!("data: {token}\n\ndata: {finish}\n\ndata: [DONE]\n\n"))
-        });
         stream.push_str(&format!("data: {}\n\n", json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "fast",
             "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], "usage": {"prompt_tokens": 9000, "completion_tokens": 40, "total_tokens": 9040}})));
         stream.push_str("data: [DONE]\n\n");
@@ -812,7 +803,7 @@ fn fake_upstream(port: u16, mode: &str) {
         let app = axum::Router::new()
             .route("/health", axum::routing::get(|| async { "ok" }))
             .fallback(move |uri: axum::http::Uri, body: axum::body::Bytes| {
-                let (small, stream, cut, seed, last) = (small.clone(), stream.clone(), cut.clone(), seed.clone(), last.clone());
+                let (small, stream, cut, seed) = (small.clone(), stream.clone(), cut.clone(), seed.clone());
                 async move {
                     let wants_stream = memchr_stream(&body);
                     let respond = |status: u16, content_type: &str, text: String| {
@@ -842,7 +833,7 @@ fn fake_upstream(port: u16, mode: &str) {
                         };
                     }
                     if wants_stream && uri.path().starts_with("/paced/") {
-                        return axum::response::Response::builder().header("content-type", "text/event-stream").body(paced(&stream, &last)).unwrap();
+                        return axum::response::Response::builder().header("content-type", "text/event-stream").body(paced(&stream)).unwrap();
                     }
                     if wants_stream { respond(200, "text/event-stream", (*stream).clone()) } else { respond(200, "application/json", (*small).clone()) }
                 }
@@ -852,30 +843,39 @@ fn fake_upstream(port: u16, mode: &str) {
     });
 }
 
-/// A stream's first 19 tokens one by one, [`PACE`] apart, then `last` of the time it is sent.
-fn paced(stream: &str, last: &Arc<dyn Fn(Duration) -> Bytes + Send + Sync>) -> axum::body::Body {
-    let tokens: Vec<Bytes> = stream
+/// A paced stream: its first 19 tokens one by one, [`PACE`] apart, then [`paced_ending`].
+fn paced(stream: &str) -> axum::body::Body {
+    let mut events: Vec<Option<Bytes>> = stream
         .split_inclusive("\n\n")
         .take(19)
-        .map(|event| Bytes::copy_from_slice(event.as_bytes()))
+        .map(|event| Some(Bytes::copy_from_slice(event.as_bytes())))
         .collect();
-    let last = last.clone();
+    // The ending, made when it is sent.
+    events.push(None);
     axum::body::Body::from_stream(futures_util::stream::unfold(
-        (tokens.into_iter(), 0),
-        move |(mut tokens, sent)| {
-            let last = last.clone();
-            async move {
-                // The body ends as soon as the last event is out, not a pause later.
-                if sent == 20 {
-                    return None;
-                }
-                if sent > 0 {
-                    tokio::time::sleep(PACE).await;
-                }
-                let event = tokens.next().unwrap_or_else(|| last(since_epoch()));
-                Some((Ok::<_, std::convert::Infallible>(event), (tokens, sent + 1)))
+        (events.into_iter(), true),
+        |(mut events, first)| async move {
+            // The body ends as soon as the last event is out, not a pause later.
+            let event = events.next()?;
+            if !first {
+                tokio::time::sleep(PACE).await;
             }
+            let event = event.unwrap_or_else(|| paced_ending(since_epoch()));
+            Some((Ok::<_, std::convert::Infallible>(event), (events, false)))
         },
+    ))
+}
+
+/// A paced stream ends with its last token, the finish and [DONE] at once, as models send
+/// them. The last token is the time it is sent (see [`last_token_sent`]).
+fn paced_ending(sent: Duration) -> Bytes {
+    let token = json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "fast",
+        "choices": [{"index": 0, "delta": {"content": format!("stamp:{}", sent.as_nanos())}, "finish_reason": null}]});
+    let finish = json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "fast",
+        "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 9000, "completion_tokens": 40, "total_tokens": 9040}});
+    Bytes::from(format!(
+        "data: {token}\n\ndata: {finish}\n\ndata: [DONE]\n\n"
     ))
 }
 
