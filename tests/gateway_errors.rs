@@ -306,6 +306,71 @@ fn truncated_stream(upstream: &str) -> String {
     }
 }
 
+/// A whole stream: [`truncated_stream`] followed by the protocol's closing events.
+fn complete_stream(upstream: &str) -> String {
+    let ending = match upstream {
+        "anthropic" => concat!(
+            "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n",
+            "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":2}}\n\n",
+            "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+        ),
+        "chat" => concat!(
+            "data: {\"id\":\"c\",\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n",
+            "data: {\"id\":\"c\",\"model\":\"m\",\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2,\"total_tokens\":5}}\n\n",
+            "data: [DONE]\n\n",
+        ),
+        "responses" => concat!(
+            "event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"id\":\"r\",\"model\":\"m\",\"status\":\"completed\",",
+            "\"usage\":{\"input_tokens\":3,\"output_tokens\":2,\"total_tokens\":5}}}\n\n",
+        ),
+        _ => unreachable!("gemini streams have no closing event"),
+    };
+    truncated_stream(upstream) + ending
+}
+
+/// The client got the whole answer and its protocol's own ending, with no error after it.
+fn assert_ends_complete(client: &str, body: &str, label: &str) {
+    let mut parser = clutch::gateway::sse::Parser::new();
+    let mut events = parser.push(body.as_bytes()).unwrap();
+    events.extend(parser.finish());
+    assert!(
+        body.contains("partial"),
+        "{label}: the text arrives: {body}"
+    );
+    assert!(
+        !body.contains("\"error\"") && events.iter().all(|e| e.name.as_deref() != Some("error")),
+        "{label}: no error follows a complete answer: {body}"
+    );
+    let last = events
+        .last()
+        .unwrap_or_else(|| panic!("{label}: no events"));
+    let json = |data: &str| serde_json::from_str::<Value>(data).unwrap();
+    match client {
+        "anthropic" => assert_eq!(
+            last.name.as_deref(),
+            Some("message_stop"),
+            "{label}: {body}"
+        ),
+        "chat" => {
+            assert_eq!(last.data, "[DONE]", "{label}: {body}");
+            assert!(
+                body.contains("\"finish_reason\":\"stop\""),
+                "{label}: {body}"
+            );
+        }
+        "responses" => assert_eq!(
+            json(&last.data)["type"],
+            "response.completed",
+            "{label}: {body}"
+        ),
+        _ => assert_eq!(
+            json(&last.data)["candidates"][0]["finishReason"],
+            "STOP",
+            "{label}: {body}"
+        ),
+    }
+}
+
 fn assert_ends_with_error(client: &str, body: &str, label: &str) {
     let mut parser = clutch::gateway::sse::Parser::new();
     let mut events = parser.push(body.as_bytes()).unwrap();
@@ -551,4 +616,33 @@ fn a_client_hanging_up_mid_stream_cancels_the_upstream_request() {
             .unwrap_or_else(|_| panic!("{path}: the upstream request was not cancelled"));
     }
     b.still_healthy();
+}
+
+/// An upstream that sends its closing event (`message_stop`, `[DONE]`, `response.completed`)
+/// and then leaves its body open: every client's stream ends there, complete and with no
+/// timeout error tacked on after it, and the gateway lets go of the upstream soon after.
+#[test]
+fn a_stream_ends_at_the_upstreams_closing_event_even_if_its_body_stays_open() {
+    use std::time::Duration;
+    for upstream in ["anthropic", "chat", "responses"] {
+        let b = bench(upstream);
+        let mut released = Vec::new();
+        for (client, _) in CLIENTS {
+            let label = format!("{client} client, {upstream} upstream");
+            let (hung_up, told) = std::sync::mpsc::channel();
+            b.fake.script([Reply::Hang {
+                first: complete_stream(upstream),
+                hung_up,
+            }]);
+            let (status, body) = b.post(&path_for(client, true), minimal(client, true).to_string());
+            assert_eq!(status, 200, "{label}: {body}");
+            assert_ends_complete(client, &body, &label);
+            released.push((label, told));
+        }
+        for (label, told) in released {
+            told.recv_timeout(Duration::from_secs(10))
+                .unwrap_or_else(|_| panic!("{label}: the gateway never let go of the upstream"));
+        }
+        b.still_healthy();
+    }
 }

@@ -9,6 +9,7 @@ use axum::body::Body;
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::Response;
 use bytes::Bytes;
+use futures_util::FutureExt as _;
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use serde_json::Value;
@@ -571,6 +572,13 @@ impl Relay {
             {
                 self.pass(&event, &mut out);
             }
+            if !self.done && self.decoder.finished() {
+                // The answer is whole: the client's stream ends now, not whenever the
+                // upstream gets round to closing its body.
+                self.upstream
+                    .release(DRAIN_LIMIT.min(self.call.timeouts.idle));
+                self.end(&mut out);
+            }
             if !out.is_empty() || self.done {
                 break;
             }
@@ -631,9 +639,14 @@ impl Relay {
     }
 }
 
+/// How long a released upstream body may stay open after its closing event (at most the
+/// idle timeout, which is what a stall mid-answer is allowed).
+const DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// SSE events from an upstream response, with the idle and total timeouts applied.
 struct EventStream {
-    body: Incoming,
+    /// Taken when the stream is released before its end.
+    body: Option<Incoming>,
     parser: sse::Parser,
     pending: std::collections::VecDeque<sse::Event>,
     deadline: tokio::time::Instant,
@@ -643,7 +656,7 @@ struct EventStream {
 impl EventStream {
     fn new(response: UpstreamResponse, timeouts: Timeouts) -> EventStream {
         EventStream {
-            body: response.into_body(),
+            body: Some(response.into_body()),
             parser: sse::Parser::new(),
             pending: Default::default(),
             deadline: tokio::time::Instant::now() + timeouts.total,
@@ -656,6 +669,29 @@ impl EventStream {
         self.pending.pop_front()
     }
 
+    /// The answer is complete; whatever the upstream still sends is read and dropped in the
+    /// background, so its connection goes back to the pool. An upstream that keeps the body
+    /// open past `limit` loses the connection instead.
+    fn release(&mut self, limit: std::time::Duration) {
+        self.ended = true;
+        self.pending.clear();
+        let Some(mut body) = self.body.take() else {
+            return;
+        };
+        // Usually the body's end came in the same read as the closing event.
+        loop {
+            match body.frame().now_or_never() {
+                Some(Some(Ok(_))) => continue,
+                Some(None | Some(Err(_))) => return,
+                None => break,
+            }
+        }
+        tokio::spawn(async move {
+            let drain = async { while let Some(Ok(_)) = body.frame().await {} };
+            let _ = tokio::time::timeout(limit, drain).await;
+        });
+    }
+
     /// The next event; `None` when the upstream closed the stream.
     async fn next(&mut self, wait: std::time::Duration) -> Result<Option<sse::Event>, ApiError> {
         loop {
@@ -665,8 +701,11 @@ impl EventStream {
             if self.ended {
                 return Ok(None);
             }
+            let Some(body) = self.body.as_mut() else {
+                return Ok(None);
+            };
             let limit = (tokio::time::Instant::now() + wait).min(self.deadline);
-            match tokio::time::timeout_at(limit, self.body.frame()).await {
+            match tokio::time::timeout_at(limit, body.frame()).await {
                 Err(_) => {
                     return Err(ApiError::new(
                         ErrorKind::Timeout,

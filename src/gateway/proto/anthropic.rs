@@ -943,6 +943,10 @@ impl StreamDecoder for Decoder {
     fn complete(&self) -> bool {
         self.complete
     }
+
+    fn finished(&self) -> bool {
+        self.complete
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]

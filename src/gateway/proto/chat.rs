@@ -1156,6 +1156,11 @@ impl StreamDecoder for Decoder {
         self.complete || self.stop.is_some()
     }
 
+    /// Only `[DONE]` closes a chat stream: the usage chunk comes after the finish reason.
+    fn finished(&self) -> bool {
+        self.complete
+    }
+
     fn finish(&mut self) -> Vec<StreamEvent> {
         if !self.complete && self.stop.is_some() {
             self.complete = true;

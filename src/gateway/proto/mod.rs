@@ -42,6 +42,12 @@ pub trait StreamDecoder: Send {
     fn event(&mut self, event: &sse::Event) -> Result<Vec<StreamEvent>, ApiError>;
     /// Whether the upstream has sent its protocol's complete terminal sequence.
     fn complete(&self) -> bool;
+    /// Whether the upstream sent its protocol's closing event (`[DONE]`, `message_stop`,
+    /// `response.completed`): nothing after it can change the answer, so the client's stream
+    /// ends there even if the upstream leaves its body open. Gemini has no such event.
+    fn finished(&self) -> bool {
+        false
+    }
     /// The upstream closed: anything owed (a stop implied by what was seen) is returned.
     fn finish(&mut self) -> Vec<StreamEvent> {
         Vec::new()

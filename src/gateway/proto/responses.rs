@@ -790,6 +790,10 @@ impl StreamDecoder for Decoder {
     fn complete(&self) -> bool {
         self.complete
     }
+
+    fn finished(&self) -> bool {
+        self.complete
+    }
 }
 
 enum Open {
