@@ -16,6 +16,11 @@
 //! carries the time it was sent, and what a hop adds to the total is what it adds between
 //! that send and the client seeing the stream end (the `end` columns).
 //!
+//! Last, concurrency 1 runs again with every process pinned to one CPU. Spread over two
+//! vCPUs, most of what a hop adds at concurrency 1 is the wake-up of a process on the other,
+//! idle vCPU, which depends on where the scheduler puts each process; on one CPU only the
+//! hop's own work is left, so this row compares the hops' own costs.
+//!
 //! The fake upstream runs as a separate process (this binary re-executed with `fake`).
 //! Other modes (after `--`): `micro` times each stage of one agent-shaped translation
 //! in-process; `soak` and `failover` are the resilience runs (see `gateway/soak.rs`);
@@ -146,7 +151,7 @@ async fn run() {
     let work = tempfile::tempdir().unwrap();
 
     let fake_port = free_port();
-    let _fake = Killed(
+    let fake_child = Killed(
         Command::new(&me)
             .args(["fake", &fake_port.to_string()])
             .spawn()
@@ -247,40 +252,13 @@ async fn run() {
     println!(
         "\nsmall non-streaming requests ({ROUNDS} interleaved rounds of {SMALL_SECONDS} s each; medians)"
     );
-    println!(
-        "{:<26} {:>4} {:>10} {:>9} {:>9}",
-        "target", "conc", "req/s", "p50 ms", "p99 ms"
-    );
     let mut small = Vec::new();
     for concurrency in [1usize, 32] {
-        let mut rounds: Vec<Vec<Stats>> = targets.iter().map(|_| Vec::new()).collect();
-        for _ in 0..ROUNDS {
-            for ((name, url, body), rounds) in targets.iter().zip(&mut rounds) {
-                let stats = load(
-                    url,
-                    body.clone(),
-                    concurrency,
-                    Duration::from_secs(SMALL_SECONDS),
-                )
-                .await;
-                if name.starts_with("gateway") {
-                    gateway_requests += stats.count;
-                }
-                rounds.push(stats);
+        for (name, stats) in small_rounds(&targets, concurrency).await {
+            if name.starts_with("gateway") {
+                gateway_requests += stats.count;
             }
-        }
-        for ((name, _, _), rounds) in targets.iter().zip(&rounds) {
-            let stats = Stats {
-                count: rounds.iter().map(|s| s.count).sum(),
-                rps: median(rounds.iter().map(|s| s.rps)),
-                p50_ms: median(rounds.iter().map(|s| s.p50_ms)),
-                p99_ms: median(rounds.iter().map(|s| s.p99_ms)),
-            };
-            println!(
-                "{:<26} {:>4} {:>10.0} {:>9.3} {:>9.3}",
-                name, concurrency, stats.rps, stats.p50_ms, stats.p99_ms
-            );
-            small.push((name.to_string(), concurrency, stats));
+            small.push((name, concurrency, stats));
         }
     }
 
@@ -333,6 +311,24 @@ async fn run() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let rss_after = rss_kib(pid);
 
+    // Concurrency 1 once more with every process (load, fake, nginx, gateway) on one CPU. On a
+    // small VM most of a hop's latency is waking a process on the other, idle vCPU; here only
+    // the hop's own work is left.
+    let everywhere = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)).unwrap();
+    let first_cpu = (0..nix::sched::CpuSet::count())
+        .find(|&cpu| everywhere.is_set(cpu).unwrap_or(false))
+        .unwrap();
+    let mut one_cpu = nix::sched::CpuSet::new();
+    one_cpu.set(first_cpu).unwrap();
+    let mut pids = vec![std::process::id(), fake_child.0.id(), pid];
+    pids.extend(nginx.as_ref().map(|(child, _)| child.0.id()));
+    pin(&pids, &one_cpu);
+    println!(
+        "\nsmall non-streaming requests, every process on CPU {first_cpu} ({ROUNDS} interleaved rounds of {SMALL_SECONDS} s each; medians)"
+    );
+    let one_cpu_small = small_rounds(&targets, 1).await;
+    pin(&pids, &everywhere);
+
     let find = |name: &str, c: usize| {
         small
             .iter()
@@ -351,6 +347,22 @@ async fn run() {
             "  nginx added p50 at concurrency 1: {:.3} ms",
             nginx.p50_ms - direct.p50_ms
         );
+    }
+    let on_one_cpu = |name: &str| {
+        one_cpu_small
+            .iter()
+            .find(|(n, _)| n.starts_with(name))
+            .map(|(_, s)| s.p50_ms)
+    };
+    if let Some(direct) = on_one_cpu("direct") {
+        for hop in ["gateway", "nginx"] {
+            if let Some(via) = on_one_cpu(hop) {
+                println!(
+                    "  {hop} added p50 at concurrency 1, all on one CPU: {:.3} ms",
+                    via - direct
+                );
+            }
+        }
     }
     if let (Some(direct), Some(gw)) = (find("direct", 32), find("gateway", 32)) {
         println!(
@@ -507,6 +519,54 @@ struct Stats {
     rps: f64,
     p50_ms: f64,
     p99_ms: f64,
+}
+
+/// Small requests at one concurrency: every target in turn, [`ROUNDS`] times over, printed as
+/// a table of medians and returned by target name.
+async fn small_rounds(
+    targets: &[(&str, String, Bytes)],
+    concurrency: usize,
+) -> Vec<(String, Stats)> {
+    println!(
+        "{:<26} {:>4} {:>10} {:>9} {:>9}",
+        "target", "conc", "req/s", "p50 ms", "p99 ms"
+    );
+    let mut rounds: Vec<Vec<Stats>> = targets.iter().map(|_| Vec::new()).collect();
+    for _ in 0..ROUNDS {
+        for ((_, url, body), rounds) in targets.iter().zip(&mut rounds) {
+            let duration = Duration::from_secs(SMALL_SECONDS);
+            rounds.push(load(url, body.clone(), concurrency, duration).await);
+        }
+    }
+    let mut out = Vec::new();
+    for ((name, _, _), rounds) in targets.iter().zip(&rounds) {
+        let stats = Stats {
+            count: rounds.iter().map(|s| s.count).sum(),
+            rps: median(rounds.iter().map(|s| s.rps)),
+            p50_ms: median(rounds.iter().map(|s| s.p50_ms)),
+            p99_ms: median(rounds.iter().map(|s| s.p99_ms)),
+        };
+        println!(
+            "{:<26} {:>4} {:>10.0} {:>9.3} {:>9.3}",
+            name, concurrency, stats.rps, stats.p50_ms, stats.p99_ms
+        );
+        out.push((name.to_string(), stats));
+    }
+    out
+}
+
+/// Moves every thread of each process onto `cpus`.
+fn pin(pids: &[u32], cpus: &nix::sched::CpuSet) {
+    for pid in pids {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            if let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok()) {
+                let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(tid), cpus);
+            }
+        }
+    }
 }
 
 fn median(values: impl Iterator<Item = f64>) -> f64 {
