@@ -328,11 +328,17 @@ fn complete_stream(upstream: &str) -> String {
     truncated_stream(upstream) + ending
 }
 
-/// The client got the whole answer and its protocol's own ending, with no error after it.
-fn assert_ends_complete(client: &str, body: &str, label: &str) {
+/// Every SSE event in a response body.
+fn events_of(body: &str) -> Vec<clutch::gateway::sse::Event> {
     let mut parser = clutch::gateway::sse::Parser::new();
     let mut events = parser.push(body.as_bytes()).unwrap();
     events.extend(parser.finish());
+    events
+}
+
+/// The client got the whole answer and its protocol's own ending, with no error after it.
+fn assert_ends_complete(client: &str, body: &str, label: &str) {
+    let events = events_of(body);
     assert!(
         body.contains("partial"),
         "{label}: the text arrives: {body}"
@@ -372,9 +378,7 @@ fn assert_ends_complete(client: &str, body: &str, label: &str) {
 }
 
 fn assert_ends_with_error(client: &str, body: &str, label: &str) {
-    let mut parser = clutch::gateway::sse::Parser::new();
-    let mut events = parser.push(body.as_bytes()).unwrap();
-    events.extend(parser.finish());
+    let events = events_of(body);
     assert!(
         body.contains("partial"),
         "{label}: what arrived before the cut is delivered: {body}"
