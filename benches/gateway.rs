@@ -322,12 +322,15 @@ async fn run() {
     one_cpu.set(first_cpu).unwrap();
     let mut pids = vec![std::process::id(), fake_child.0.id(), pid];
     pids.extend(nginx.as_ref().map(|(child, _)| child.0.id()));
-    pin(&pids, &one_cpu);
+    let pinned = pin(&pids, &one_cpu);
     println!(
         "\nsmall non-streaming requests, every process on CPU {first_cpu} ({ROUNDS} interleaved rounds of {SMALL_SECONDS} s each; medians)"
     );
     let one_cpu_small = small_rounds(&targets, 1).await;
     pin(&pids, &everywhere);
+    if !pinned {
+        println!("(some threads could not be pinned: this table is not all on one CPU)");
+    }
 
     let find = |name: &str, c: usize| {
         small
@@ -354,7 +357,7 @@ async fn run() {
             .find(|(n, _)| n.starts_with(name))
             .map(|(_, s)| s.p50_ms)
     };
-    if let Some(direct) = on_one_cpu("direct") {
+    if pinned && let Some(direct) = on_one_cpu("direct") {
         for hop in ["gateway", "nginx"] {
             if let Some(via) = on_one_cpu(hop) {
                 println!(
@@ -555,18 +558,22 @@ async fn small_rounds(
     out
 }
 
-/// Moves every thread of each process onto `cpus`.
-fn pin(pids: &[u32], cpus: &nix::sched::CpuSet) {
+/// Moves every thread of each process onto `cpus`; false if any of them could not be moved.
+fn pin(pids: &[u32], cpus: &nix::sched::CpuSet) -> bool {
+    let mut all = true;
     for pid in pids {
         let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            all = false;
             continue;
         };
         for task in tasks.flatten() {
-            if let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok()) {
-                let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(tid), cpus);
-            }
+            let tid = task.file_name().to_str().and_then(|t| t.parse().ok());
+            all &= tid.is_some_and(|tid| {
+                nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(tid), cpus).is_ok()
+            });
         }
     }
+    all
 }
 
 fn median(values: impl Iterator<Item = f64>) -> f64 {
