@@ -22,9 +22,12 @@
 //! hop's own work is left, so this row compares the hops' own costs.
 //!
 //! The fake upstream runs as a separate process (this binary re-executed with `fake`).
-//! Other modes (after `--`): `micro` times each stage of one agent-shaped translation
-//! in-process; `soak` and `failover` are the resilience runs (see `gateway/soak.rs`);
-//! `load URL small|chat|agent|agent-chat CONCURRENCY SECONDS` drives one target, for profiling.
+//! Other modes (after `--`): `micro` times each stage of a small and of an agent-shaped
+//! translation in-process, and each protocol's request decoder; `soak` and `failover` are the
+//! resilience runs (see `gateway/soak.rs`); `load URL small|chat|agent|agent-chat CONCURRENCY
+//! SECONDS` drives one target, for profiling; `floor PORT UPSTREAM_URL` serves the least a
+//! proxy on the gateway's own crates can do (axum in, hyper-util's pooled client out, no
+//! routing or translation), to tell the stack's cost from the gateway's.
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -63,6 +66,11 @@ fn main() {
         } else {
             runtime.block_on(soak::failover());
         }
+        return;
+    }
+    // `floor PORT UPSTREAM_URL`: the bare axum + hyper-util proxy, for comparison.
+    if args.get(1).map(String::as_str) == Some("floor") {
+        floor(args[2].parse().unwrap(), args[3].clone());
         return;
     }
     // `micro`: where one agent-shaped translation spends its time, stage by stage, in-process.
@@ -984,6 +992,46 @@ fn micro() {
             samples[samples.len() / 2].as_secs_f64() * 1e6
         );
     };
+    let small = small_anthropic();
+    time("small: decode anthropic request", &mut || {
+        std::hint::black_box(proto::decode_request(Protocol::Anthropic, &small, None).unwrap());
+    });
+    let small_request = proto::decode_request(Protocol::Anthropic, &small, None).unwrap();
+    time("small: encode chat request (to bytes)", &mut || {
+        std::hint::black_box(proto::encode_request_bytes(
+            Protocol::Chat,
+            &small_request,
+            "fast",
+        ));
+    });
+    let answer = br#"{"choices":[{"finish_reason":"stop","index":0,"message":{"content":"Hi.","role":"assistant"}}],"created":1,"id":"c","model":"fast","object":"chat.completion","usage":{"completion_tokens":2,"prompt_tokens":5,"total_tokens":7}}"#;
+    time("small: decode chat answer", &mut || {
+        std::hint::black_box(proto::decode_response(Protocol::Chat, answer).unwrap());
+    });
+    let response = proto::decode_response(Protocol::Chat, answer).unwrap();
+    time("small: encode anthropic answer (to bytes)", &mut || {
+        std::hint::black_box(proto::encode_response_bytes(
+            Protocol::Anthropic,
+            &response,
+            &small_request,
+        ));
+    });
+    let ir_request = proto::decode_request(Protocol::Anthropic, &body, None).unwrap();
+    for protocol in [Protocol::Chat, Protocol::Responses, Protocol::Gemini] {
+        let encoded = proto::encode_request_bytes(protocol, &ir_request, "fast");
+        time(
+            &format!(
+                "agent: decode {} request ({} KB)",
+                protocol.name(),
+                encoded.len() / 1024
+            ),
+            &mut || {
+                std::hint::black_box(
+                    proto::decode_request(protocol, &encoded, Some("fast")).unwrap(),
+                );
+            },
+        );
+    }
     time("decode anthropic request", &mut || {
         std::hint::black_box(proto::decode_request(Protocol::Anthropic, &body, None).unwrap());
     });
@@ -1024,5 +1072,40 @@ fn micro() {
             encoder.event(&e, &mut out);
         }
         std::hint::black_box(out);
+    });
+}
+
+/// Every request is sent on to `upstream` as it came and its answer returned whole: what a
+/// hop through axum and hyper-util's pooled client costs before the gateway does anything.
+fn floor(port: u16, upstream: String) {
+    use http_body_util::BodyExt as _;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async move {
+        let client: hyper_util::client::legacy::Client<_, http_body_util::Full<Bytes>> =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http();
+        let upstream: axum::http::Uri = upstream.parse().unwrap();
+        let app = axum::Router::new().fallback(move |body: axum::body::Body| {
+            let client = client.clone();
+            let upstream = upstream.clone();
+            async move {
+                let bytes = body.collect().await.unwrap().to_bytes();
+                let req = axum::http::Request::post(upstream)
+                    .header("content-type", "application/json")
+                    .body(http_body_util::Full::new(bytes))
+                    .unwrap();
+                let resp = client.request(req).await.unwrap();
+                let (parts, body) = resp.into_parts();
+                let bytes = body.collect().await.unwrap().to_bytes();
+                axum::http::Response::from_parts(parts, axum::body::Body::from(bytes))
+            }
+        });
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
+        axum::serve(listener, app).await.unwrap();
     });
 }

@@ -3,7 +3,7 @@
 //! for every upstream. `PROPTEST_CASES` scales the run (CI uses the default; the numbers
 //! reported in the issue come from a longer run).
 
-use clutch::gateway::ir::{StreamEvent, Text};
+use clutch::gateway::ir::{self, StreamEvent, Text};
 use clutch::gateway::proto::{self, Protocol, StreamDecoder as _};
 use clutch::gateway::sse;
 use proptest::prelude::*;
@@ -268,11 +268,47 @@ fn rich_anthropic_request() -> Value {
             {"role": "system", "content": "mid-conversation note"}]})
 }
 
-/// The typed Anthropic decoder gives up or agrees with the `Value` decoder, never differs;
-/// and what it decoded (text kept as the JSON it arrived as) is written for every upstream
-/// as the same JSON as what the `Value` path decoded (plain text).
+/// A rich Chat Completions request: every message, part, tool and option the typed decoder
+/// covers.
+fn rich_chat_request() -> Value {
+    json!({"model": "m", "max_completion_tokens": 5.0, "max_tokens": 7, "temperature": 1, "top_p": 0.5,
+        "stop": ["END", "STOP"], "stream": true, "stream_options": {"include_usage": true},
+        "parallel_tool_calls": false, "reasoning_effort": "high", "reasoning": {"max_tokens": 900},
+        "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}},
+        "tool_choice": {"type": "function", "function": {"name": "t"}},
+        "tools": [{"type": "function", "function": {"name": "t", "description": "d \"quoted\"", "parameters": {"type": "object", "properties": {"b": {"type": "string"}, "a": {"type": "integer"}}}}},
+                  {"type": "function", "function": {"name": "bare"}},
+                  {"type": "function", "function": {"name": "nulls", "parameters": null}},
+                  {"type": "web_search_preview"}],
+        "messages": [{"role": "developer", "content": "dev"},
+            {"role": "system", "content": [{"type": "text", "text": "s1"}, {"type": "text", "text": "s2"}]},
+            {"role": "user", "name": "me", "content": [{"type": "text", "text": "hi\nthere"},
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBOR", "detail": "low"}},
+                {"type": "image_url", "image_url": "http://x/y.png"},
+                {"type": "input_audio", "input_audio": {"data": "x", "format": "wav"}}]},
+            {"role": "assistant", "reasoning_content": "", "reasoning": "hmm", "content": [{"type": "output_text", "text": "ok"}],
+                "tool_calls": [{"id": "1", "type": "function", "function": {"name": "t", "arguments": "{\"a\": 1}"}},
+                               {"id": "2", "type": "function", "function": {"name": "bare", "arguments": {"z": [1, 2], "a": null}}},
+                               {"id": "3", "type": "function", "function": {"name": "nulls"}}]},
+            {"role": "tool", "tool_call_id": "1", "content": "r1"},
+            {"role": "tool", "tool_call_id": "2", "content": [{"type": "text", "text": "r2"}]},
+            {"role": "function", "name": "3", "content": null},
+            {"role": "system", "content": "mid-conversation note"},
+            {"role": "assistant", "content": null, "reasoning_content": "deep"},
+            {"role": "user", "content": "long ".repeat(80)}]})
+}
+
+/// A typed decoder gives up or agrees with its `Value` decoder, never differs; and what it
+/// decoded (text kept as the JSON it arrived as) is written for every upstream as the same
+/// JSON as what the `Value` path decoded (plain text).
+type BothPaths = fn(&[u8]) -> (Option<ir::Request>, Result<ir::Request, ir::ApiError>);
+
 fn typed_and_value_paths_agree(body: &[u8]) {
-    let (typed, value) = clutch::gateway::proto::anthropic::decode_request_both(body);
+    paths_agree(clutch::gateway::proto::anthropic::decode_request_both, body)
+}
+
+fn paths_agree(both: BothPaths, body: &[u8]) {
+    let (typed, value) = both(body);
     if let Some(typed) = typed {
         match value {
             Ok(value) => {
@@ -406,6 +442,40 @@ fn the_typed_chat_response_decoder_takes_real_answers() {
     assert_eq!(answer.usage.reasoning_tokens, 3);
 }
 
+/// Forwarding replaces the bytes the typed decoder marked as the model's value.
+fn model_span_points_at_the_model(body: &[u8], request: &ir::Request) {
+    let span = request
+        .model_span
+        .0
+        .clone()
+        .expect("the typed path marks the model");
+    let written: String = serde_json::from_slice(&body[span]).unwrap();
+    assert_eq!(written, request.model);
+}
+
+#[test]
+fn the_typed_chat_decoder_takes_real_requests() {
+    // What a chat agent sends on a long turn: the Claude Code request, as a chat request.
+    let claude_code = proto::decode_request(
+        Protocol::Anthropic,
+        include_bytes!("fixtures/claude_code_main_request.json"),
+        None,
+    )
+    .unwrap();
+    let agent_turn = proto::encode_request_bytes(Protocol::Chat, &claude_code, "m");
+    for body in [
+        rich_chat_request().to_string().into_bytes(),
+        seed_request(Protocol::Chat).to_string().into_bytes(),
+        agent_turn,
+    ] {
+        let (typed, value) = proto::chat::decode_request_both(&body);
+        let typed = typed.expect("the typed path takes it");
+        model_span_points_at_the_model(&body, &typed);
+        assert_eq!(typed, value.unwrap());
+        paths_agree(proto::chat::decode_request_both, &body);
+    }
+}
+
 #[test]
 fn the_typed_anthropic_decoder_takes_real_requests() {
     let claude_code = include_str!("fixtures/claude_code_main_request.json");
@@ -416,7 +486,9 @@ fn the_typed_anthropic_decoder_takes_real_requests() {
     ] {
         let (typed, value) =
             clutch::gateway::proto::anthropic::decode_request_both(body.as_bytes());
-        assert_eq!(typed.expect("the typed path takes it"), value.unwrap());
+        let typed = typed.expect("the typed path takes it");
+        model_span_points_at_the_model(body.as_bytes(), &typed);
+        assert_eq!(typed, value.unwrap());
     }
 }
 
@@ -513,6 +585,13 @@ proptest! {
         let start = if seed == 0 { rich_anthropic_request() } else { seed_request(Protocol::Anthropic) };
         let body = mutate(start, at, replacement).to_string();
         typed_and_value_paths_agree(body.as_bytes());
+    }
+
+    #[test]
+    fn typed_chat_request_decoding_matches_the_value_path(at in 0usize..120, replacement in json_value(), seed in 0usize..2) {
+        let start = if seed == 0 { rich_chat_request() } else { seed_request(Protocol::Chat) };
+        let body = mutate(start, at, replacement).to_string();
+        paths_agree(proto::chat::decode_request_both, body.as_bytes());
     }
 
     #[test]

@@ -122,18 +122,69 @@ fn forwarded_headers(protocol: Protocol, headers: &HeaderMap) -> Vec<(HeaderName
 }
 
 /// The body with only its top-level `model` replaced; everything else byte for byte.
-fn rewrite_model(body: &[u8], model: &str) -> Result<Bytes, ApiError> {
+fn rewrite_model(body: &[u8], model: &str, span: &ir::ModelSpan) -> Result<Bytes, ApiError> {
+    let new_value = Value::String(model.to_string()).to_string();
+    // Usually one plain `"model"` key: its value is replaced where it stands, with no copy
+    // of the rest taken apart and written again. The decoder has most often found it already.
+    let found = match &span.0 {
+        Some(range) if range.end <= body.len() => Some(range.clone()),
+        _ => match serde_json::from_slice::<TopLevelModel>(body) {
+            Ok(TopLevelModel(Some(value))) => ir::ModelSpan::of(body, value).0,
+            _ => None,
+        },
+    };
+    if let Some(std::ops::Range { start, end }) = found {
+        let mut out = Vec::with_capacity(body.len() + new_value.len());
+        out.extend_from_slice(&body[..start]);
+        out.extend_from_slice(new_value.as_bytes());
+        out.extend_from_slice(&body[end..]);
+        return Ok(Bytes::from(out));
+    }
     let mut map: indexmap::IndexMap<String, Box<serde_json::value::RawValue>> =
         serde_json::from_slice(body).map_err(|e| {
             ApiError::invalid(format!("the request body is not a JSON object: {e}"))
         })?;
     let raw =
-        serde_json::value::RawValue::from_string(Value::String(model.to_string()).to_string())
-            .expect("a JSON string is valid JSON");
+        serde_json::value::RawValue::from_string(new_value).expect("a JSON string is valid JSON");
     map.insert("model".to_string(), raw);
     serde_json::to_vec(&map)
         .map(Bytes::from)
         .map_err(|e| ApiError::new(ErrorKind::Api, format!("cannot re-encode the request: {e}")))
+}
+
+/// Where a JSON object's one top-level `model` value lies, read without copying anything.
+/// `None` inside when there is no such key or more than one: the body is then re-encoded.
+struct TopLevelModel<'a>(Option<&'a serde_json::value::RawValue>);
+
+impl<'de> serde::Deserialize<'de> for TopLevelModel<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = TopLevelModel<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut found = None;
+                let mut models = 0;
+                // A key written with escapes cannot be borrowed: an error, so the caller
+                // takes the general path.
+                while let Some(key) = map.next_key::<&'de str>()? {
+                    if key == "model" {
+                        models += 1;
+                        found = Some(map.next_value::<&'de serde_json::value::RawValue>()?);
+                    } else {
+                        map.next_value::<serde::de::IgnoredAny>()?;
+                    }
+                }
+                Ok(TopLevelModel(if models == 1 { found } else { None }))
+            }
+        }
+        d.deserialize_map(Visitor)
+    }
 }
 
 impl Call {
@@ -233,9 +284,11 @@ impl Call {
     }
 
     /// Same protocol: only `model` is rewritten, the answer is forwarded as it comes.
+    /// `model_span`: where the decoder found `model` in `body`, if it did.
     pub async fn forward(
         self,
         body: Bytes,
+        model_span: &ir::ModelSpan,
         query: Option<&str>,
         headers: &HeaderMap,
     ) -> Result<Response, Failure> {
@@ -243,7 +296,7 @@ impl Call {
         let body = if protocol == Protocol::Gemini {
             body
         } else {
-            match rewrite_model(&body, &self.model) {
+            match rewrite_model(&body, &self.model, model_span) {
                 Ok(body) => body,
                 Err(error) => return Err(Failure::new(error, Class::Client)),
             }
@@ -739,6 +792,61 @@ impl EventStream {
                     }
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rewrite_model;
+    use crate::gateway::ir::ModelSpan;
+    use serde_json::{Value, json};
+
+    fn rewrite(body: &[u8], model: &str) -> Result<bytes::Bytes, crate::gateway::ir::ApiError> {
+        rewrite_model(body, model, &ModelSpan::default())
+    }
+
+    fn model_of(body: &[u8]) -> Value {
+        serde_json::from_slice::<Value>(body).unwrap()["model"].clone()
+    }
+
+    #[test]
+    fn only_the_model_value_changes_and_every_other_byte_stays() {
+        let body = br#"{ "stream":true,  "model" : "claude-x", "messages":[{"content":"a\"b","model":"inner"}] }"#;
+        let out = rewrite(body, "up\"stream").unwrap();
+        let expected = br#"{ "stream":true,  "model" : "up\"stream", "messages":[{"content":"a\"b","model":"inner"}] }"#;
+        assert_eq!(&out[..], &expected[..]);
+    }
+
+    #[test]
+    fn the_span_the_decoder_found_is_what_gets_replaced() {
+        let body = br#"{"model":"a\"b","x":1}"#;
+        let span = ModelSpan(Some(9..15));
+        assert_eq!(&body[9..15], br#""a\"b""#);
+        let out = rewrite_model(body, "m", &span).unwrap();
+        assert_eq!(&out[..], br#"{"model":"m","x":1}"#);
+    }
+
+    #[test]
+    fn an_escaped_duplicate_or_missing_model_key_still_ends_with_one_model() {
+        for body in [
+            r#"{"mod\u0065l": "x", "a": 1}"#,
+            r#"{"model": "x", "a": 1, "model": "y"}"#,
+            r#"{"a": 1}"#,
+        ] {
+            let out = rewrite(body.as_bytes(), "m").unwrap();
+            assert_eq!(model_of(&out), json!("m"), "{body}");
+            assert_eq!(
+                serde_json::from_slice::<Value>(&out).unwrap()["a"],
+                json!(1)
+            );
+        }
+    }
+
+    #[test]
+    fn a_body_that_is_not_an_object_is_refused() {
+        for body in ["[1]", "\"model\"", "{\"model\": \"x\"", ""] {
+            assert!(rewrite(body.as_bytes(), "m").is_err(), "{body}");
         }
     }
 }

@@ -32,6 +32,29 @@ pub struct Request {
     pub json_schema: Option<Value>,
     /// A Chat Completions client asked for usage in the stream (`stream_options`).
     pub stream_usage: bool,
+    /// Where the body's top-level `model` value lies, when the decoder saw it: forwarding
+    /// then replaces those bytes without reading the body again.
+    #[serde(skip)]
+    pub model_span: ModelSpan,
+}
+
+/// A byte range in the request body. It says where something was written, not what was
+/// asked, so any two are equal: requests decoded by different paths still compare equal.
+#[derive(Debug, Clone, Default)]
+pub struct ModelSpan(pub Option<std::ops::Range<usize>>);
+
+impl PartialEq for ModelSpan {
+    fn eq(&self, _: &ModelSpan) -> bool {
+        true
+    }
+}
+
+impl ModelSpan {
+    /// The span of `value` (a string literal borrowed from `body`) within `body`.
+    pub fn of(body: &[u8], value: &RawValue) -> ModelSpan {
+        let start = value.get().as_ptr() as usize - body.as_ptr() as usize;
+        ModelSpan(Some(start..start + value.get().len()))
+    }
 }
 
 impl Request {

@@ -447,7 +447,8 @@ async fn cascade(
                 key,
             };
             let outcome = if provider.format == protocol {
-                call.forward(body.clone(), query, headers).await
+                call.forward(body.clone(), &request.model_span, query, headers)
+                    .await
             } else {
                 call.translate(request).await
             };

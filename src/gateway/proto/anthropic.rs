@@ -249,7 +249,7 @@ mod wire {
     use serde_json::Value;
     use serde_json::value::RawValue;
 
-    use crate::gateway::proto::Object;
+    use crate::gateway::proto::{Object, TextOrList, model_of};
 
     use super::{arguments_text, decode_image_source, decode_options};
     use crate::gateway::ir::{
@@ -257,8 +257,9 @@ mod wire {
     };
 
     #[derive(Deserialize)]
-    struct Request {
-        model: Option<String>,
+    struct Request<'a> {
+        #[serde(borrow)]
+        model: Option<&'a RawValue>,
         max_tokens: Option<u64>,
         temperature: Option<f64>,
         top_p: Option<f64>,
@@ -307,10 +308,7 @@ mod wire {
     }
 
     /// A string, or a list of blocks.
-    enum Content {
-        Text(Text),
-        Blocks(Vec<Object<Block>>),
-    }
+    type Content = TextOrList<Object<Block>>;
 
     /// A tool result's content: most often one long string (a command's output, a file), so
     /// it is taken as JSON text first and kept as it arrived, escapes and all; the rarer list
@@ -322,46 +320,11 @@ mod wire {
             let raw = <&RawValue>::deserialize(d)?;
             if raw.get().starts_with('[') {
                 let blocks = serde_json::from_str(raw.get()).map_err(serde::de::Error::custom)?;
-                return Ok(ResultContent(Content::Blocks(blocks)));
+                return Ok(ResultContent(TextOrList::List(blocks)));
             }
             Text::from_json(raw.to_owned())
-                .map(|text| ResultContent(Content::Text(text)))
+                .map(|text| ResultContent(TextOrList::Text(text)))
                 .ok_or_else(|| serde::de::Error::custom("expected a string or a list of blocks"))
-        }
-    }
-
-    impl<'de> Deserialize<'de> for Content {
-        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            struct Visitor;
-            impl<'de> serde::de::Visitor<'de> for Visitor {
-                type Value = Content;
-                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                    f.write_str("a string or a list of blocks")
-                }
-                fn visit_borrowed_str<E: serde::de::Error>(
-                    self,
-                    text: &'de str,
-                ) -> Result<Content, E> {
-                    Ok(Content::Text(Text::quoting(text)))
-                }
-                fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Content, E> {
-                    Ok(Content::Text(text.into()))
-                }
-                fn visit_string<E: serde::de::Error>(self, text: String) -> Result<Content, E> {
-                    Ok(Content::Text(text.into()))
-                }
-                fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                    self,
-                    mut seq: A,
-                ) -> Result<Content, A::Error> {
-                    let mut blocks = Vec::with_capacity(seq.size_hint().unwrap_or(4));
-                    while let Some(block) = seq.next_element()? {
-                        blocks.push(block);
-                    }
-                    Ok(Content::Blocks(blocks))
-                }
-            }
-            d.deserialize_any(Visitor)
         }
     }
 
@@ -376,8 +339,10 @@ mod wire {
     pub fn decode(body: &[u8]) -> Option<ir::Request> {
         let Object(wire): Object<Request> =
             serde_json::from_str(std::str::from_utf8(body).ok()?).ok()?;
+        let (model, model_span) = model_of(body, wire.model?)?;
         let mut request = ir::Request {
-            model: wire.model?,
+            model,
+            model_span,
             max_tokens: wire.max_tokens,
             temperature: wire.temperature,
             top_p: wire.top_p,
@@ -399,8 +364,8 @@ mod wire {
         };
         match wire.system {
             None => {}
-            Some(Content::Text(text)) => request.system.push(text),
-            Some(Content::Blocks(blocks)) => {
+            Some(TextOrList::Text(text)) => request.system.push(text),
+            Some(TextOrList::List(blocks)) => {
                 for Object(block) in blocks {
                     request.system.push(block.text?);
                 }
@@ -444,8 +409,8 @@ mod wire {
     fn parts_of(content: Option<Content>) -> Option<Vec<Part>> {
         let blocks = match content {
             None => return Some(Vec::new()),
-            Some(Content::Text(text)) => return Some(vec![Part::Text { text }]),
-            Some(Content::Blocks(blocks)) => blocks,
+            Some(TextOrList::Text(text)) => return Some(vec![Part::Text { text }]),
+            Some(TextOrList::List(blocks)) => blocks,
         };
         let mut parts = Vec::with_capacity(blocks.len());
         for Object(block) in blocks {

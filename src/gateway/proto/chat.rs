@@ -35,6 +35,22 @@ pub fn custom_input(arguments: &str) -> String {
 // ---------------------------------------------------------------- requests
 
 pub fn decode_request(body: &[u8]) -> Result<ir::Request, ApiError> {
+    // As for Anthropic: the typed path takes the requests agents send; whatever it does not
+    // take (every malformed one among them) goes through the `Value` path, whose errors name
+    // the field.
+    match inbound::decode(body) {
+        Some(request) => Ok(request),
+        None => decode_request_value(body),
+    }
+}
+
+/// Both decoding paths, for tests that hold them to the same answers.
+#[doc(hidden)]
+pub fn decode_request_both(body: &[u8]) -> (Option<ir::Request>, Result<ir::Request, ApiError>) {
+    (inbound::decode(body), decode_request_value(body))
+}
+
+fn decode_request_value(body: &[u8]) -> Result<ir::Request, ApiError> {
     let v = json::parse(body)?;
     let mut request = ir::Request {
         model: json::req_str(&v, "model", "")?.to_string(),
@@ -273,6 +289,339 @@ fn decode_user_content(content: Option<&Value>, path: &str) -> Result<Vec<Part>,
         Some(_) => Err(ApiError::invalid(format!(
             "{path}: expected a string or a list of parts"
         ))),
+    }
+}
+
+/// Owned wire types for the requests chat agents send on every turn: one pass, no `Value`
+/// tree per message, text and tool schemas kept as the JSON they arrived as. Whatever they
+/// do not take (an unexpected type, a missing required field, a custom tool) makes
+/// [`decode`] give up, and the `Value` path takes over; a request both paths accept decodes
+/// the same.
+mod inbound {
+    use std::collections::HashMap;
+
+    use serde::{Deserialize, Deserializer};
+    use serde_json::Value;
+    use serde_json::value::RawValue;
+
+    use crate::gateway::ir::{
+        self, ImageSource, Message, Part, Reasoning, Role, Schema, Text, Tool, ToolCall,
+        ToolChoice, ToolKind, ToolResult,
+    };
+    use crate::gateway::proto::json::arguments_text;
+    use crate::gateway::proto::{Object, TextOrList, model_of};
+
+    #[derive(Deserialize)]
+    struct Request<'a> {
+        #[serde(borrow)]
+        model: Option<&'a RawValue>,
+        max_completion_tokens: Option<Value>,
+        max_tokens: Option<Value>,
+        temperature: Option<Value>,
+        top_p: Option<Value>,
+        stop: Option<Value>,
+        stream: Option<bool>,
+        parallel_tool_calls: Option<bool>,
+        stream_options: Option<Value>,
+        messages: Option<Vec<Object<WireMessage>>>,
+        tools: Option<Vec<Object<WireTool>>>,
+        tool_choice: Option<Value>,
+        reasoning_effort: Option<String>,
+        reasoning: Option<Value>,
+        response_format: Option<Value>,
+    }
+
+    #[derive(Deserialize)]
+    struct WireMessage {
+        role: Option<String>,
+        content: Option<Content>,
+        reasoning_content: Option<Text>,
+        reasoning: Option<Text>,
+        tool_calls: Option<Vec<Object<WireCall>>>,
+        tool_call_id: Option<String>,
+        name: Option<String>,
+    }
+
+    type Content = TextOrList<Object<ContentPart>>;
+
+    #[derive(Deserialize)]
+    struct ContentPart {
+        #[serde(rename = "type")]
+        kind: Option<String>,
+        text: Option<Text>,
+        image_url: Option<ImageUrl>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum ImageUrl {
+        Url(String),
+        Object { url: String },
+    }
+
+    #[derive(Deserialize)]
+    struct WireCall {
+        id: Option<String>,
+        function: Option<Object<WireFunction>>,
+    }
+
+    #[derive(Deserialize)]
+    struct WireFunction {
+        name: Option<String>,
+        arguments: Option<Value>,
+    }
+
+    #[derive(Deserialize)]
+    struct WireTool {
+        #[serde(rename = "type")]
+        kind: Option<String>,
+        function: Option<Object<ToolFunction>>,
+    }
+
+    #[derive(Deserialize)]
+    struct ToolFunction {
+        name: Option<String>,
+        description: Option<Text>,
+        /// Kept even when null, as the `Value` path does; as JSON text, never taken apart.
+        #[serde(default, deserialize_with = "some_raw")]
+        parameters: Option<Box<RawValue>>,
+    }
+
+    fn some_raw<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Box<RawValue>>, D::Error> {
+        Box::<RawValue>::deserialize(d).map(Some)
+    }
+
+    /// `None` when the `Value` path would refuse it (`json::u64_at`).
+    fn count(value: Option<Value>) -> Option<Option<u64>> {
+        match value {
+            None | Some(Value::Null) => Some(None),
+            Some(v) => v
+                .as_u64()
+                .or_else(|| v.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
+                .map(Some),
+        }
+    }
+
+    /// `None` when the `Value` path would refuse it (`json::f64_at`).
+    fn number(value: Option<Value>) -> Option<Option<f64>> {
+        match value {
+            None | Some(Value::Null) => Some(None),
+            Some(v) => v.as_f64().map(Some),
+        }
+    }
+
+    /// `None` when the `Value` path would refuse it (`json::strings_at`).
+    fn strings(value: Option<Value>) -> Option<Vec<String>> {
+        match value {
+            None | Some(Value::Null) => Some(Vec::new()),
+            Some(Value::String(s)) => Some(vec![s]),
+            Some(Value::Array(items)) => items
+                .into_iter()
+                .map(|v| match v {
+                    Value::String(s) => Some(s),
+                    _ => None,
+                })
+                .collect(),
+            Some(_) => None,
+        }
+    }
+
+    pub fn decode(body: &[u8]) -> Option<ir::Request> {
+        let Object(wire): Object<Request> =
+            serde_json::from_str(std::str::from_utf8(body).ok()?).ok()?;
+        let (model, model_span) = model_of(body, wire.model?)?;
+        let max_completion_tokens = count(wire.max_completion_tokens)?;
+        let max_tokens = count(wire.max_tokens)?;
+        let mut request = ir::Request {
+            model,
+            model_span,
+            max_tokens: max_completion_tokens.or(max_tokens),
+            temperature: number(wire.temperature)?,
+            top_p: number(wire.top_p)?,
+            stop: strings(wire.stop)?,
+            stream: wire.stream.unwrap_or(false),
+            parallel_tool_calls: wire.parallel_tool_calls,
+            stream_usage: wire
+                .stream_options
+                .as_ref()
+                .and_then(|o| o.pointer("/include_usage"))
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+            ..Default::default()
+        };
+        let mut names: HashMap<String, String> = HashMap::new();
+        let mut seen_conversation = false;
+        for Object(message) in wire.messages.unwrap_or_default() {
+            match message.role?.as_str() {
+                "system" | "developer" => {
+                    let text = text_of(message.content)?;
+                    if seen_conversation {
+                        request.messages.push(Message {
+                            role: Role::System,
+                            parts: vec![Part::Text { text }],
+                        });
+                    } else {
+                        request.system.push(text);
+                    }
+                }
+                "user" => {
+                    seen_conversation = true;
+                    request.messages.push(Message {
+                        role: Role::User,
+                        parts: parts_of(message.content)?,
+                    });
+                }
+                "assistant" => {
+                    seen_conversation = true;
+                    let mut parts = Vec::new();
+                    let thinking = [message.reasoning_content, message.reasoning]
+                        .into_iter()
+                        .flatten()
+                        .find(|text| !text.is_empty());
+                    if let Some(text) = thinking {
+                        parts.push(Part::Thinking {
+                            text,
+                            signature: None,
+                        });
+                    }
+                    if message.content.is_some() {
+                        let text = text_of(message.content)?;
+                        if !text.is_empty() {
+                            parts.push(Part::Text { text });
+                        }
+                    }
+                    for Object(call) in message.tool_calls.unwrap_or_default() {
+                        let Object(function) = call.function?;
+                        let (id, name) = (call.id?, function.name?);
+                        names.insert(id.clone(), name.clone());
+                        parts.push(Part::ToolCall(ToolCall {
+                            id,
+                            name,
+                            arguments: arguments_text(function.arguments.as_ref()),
+                            kind: ToolKind::Function,
+                            signature: None,
+                        }));
+                    }
+                    request.messages.push(Message {
+                        role: Role::Assistant,
+                        parts,
+                    });
+                }
+                "tool" | "function" => {
+                    let call_id = message.tool_call_id.or(message.name)?;
+                    let result = Part::ToolResult(ToolResult {
+                        name: names.get(&call_id).cloned(),
+                        call_id,
+                        content: parts_of(message.content)?,
+                        is_error: false,
+                    });
+                    // Consecutive tool messages answer one assistant turn: keep them together.
+                    match request.messages.last_mut() {
+                        Some(last)
+                            if last.role == Role::User
+                                && last.parts.iter().all(|p| matches!(p, Part::ToolResult(_))) =>
+                        {
+                            last.parts.push(result)
+                        }
+                        _ => request.messages.push(Message {
+                            role: Role::User,
+                            parts: vec![result],
+                        }),
+                    }
+                }
+                _ => return None,
+            }
+        }
+        for Object(tool) in wire.tools.unwrap_or_default() {
+            match tool.kind.as_deref() {
+                Some("function") | None => {
+                    let Object(function) = tool.function?;
+                    request.tools.push(Tool {
+                        name: function.name?,
+                        description: function.description,
+                        parameters: match function.parameters {
+                            Some(raw) => Schema::from_raw(raw),
+                            None => serde_json::json!({"type": "object", "properties": {}}).into(),
+                        },
+                        kind: ToolKind::Function,
+                        namespace: None,
+                    });
+                }
+                // A custom tool is left to the `Value` path.
+                Some("custom") => return None,
+                Some(_) => {}
+            }
+        }
+        request.tool_choice = match wire.tool_choice {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(match s.as_str() {
+                "none" => ToolChoice::None,
+                "required" => ToolChoice::Required,
+                _ => ToolChoice::Auto,
+            }),
+            Some(obj) => Some(ToolChoice::Tool(
+                obj.pointer("/function/name")?.as_str()?.to_string(),
+            )),
+        };
+        let reasoning = wire.reasoning.as_ref();
+        let effort = wire.reasoning_effort.or_else(|| {
+            reasoning
+                .and_then(|r| r.pointer("/effort"))
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        });
+        let budget = reasoning
+            .and_then(|r| r.pointer("/max_tokens"))
+            .and_then(Value::as_u64);
+        if effort.is_some() || budget.is_some() {
+            request.reasoning = Some(Reasoning {
+                effort,
+                budget_tokens: budget,
+            });
+        }
+        request.json_schema = wire
+            .response_format
+            .as_ref()
+            .and_then(|f| f.pointer("/json_schema/schema"))
+            .cloned();
+        Some(request)
+    }
+
+    /// A string-or-parts content field as parts (`decode_user_content`).
+    fn parts_of(content: Option<Content>) -> Option<Vec<Part>> {
+        let items = match content {
+            None => return Some(Vec::new()),
+            Some(TextOrList::Text(text)) => return Some(vec![Part::Text { text }]),
+            Some(TextOrList::List(items)) => items,
+        };
+        let mut parts = Vec::with_capacity(items.len());
+        for Object(item) in items {
+            match item.kind.as_deref() {
+                Some("text" | "input_text" | "output_text") => {
+                    parts.push(Part::Text { text: item.text? })
+                }
+                Some("image_url") => {
+                    let url = match item.image_url? {
+                        ImageUrl::Url(url) | ImageUrl::Object { url } => url,
+                    };
+                    parts.push(Part::Image {
+                        source: ImageSource::from_url(&url),
+                    });
+                }
+                _ => {}
+            }
+        }
+        Some(parts)
+    }
+
+    /// The text of a string-or-parts content field, parts joined by lines (`text_of`).
+    fn text_of(content: Option<Content>) -> Option<Text> {
+        let parts = parts_of(content)?;
+        let texts = parts.iter().filter_map(|p| match p {
+            Part::Text { text } => Some(text),
+            _ => None,
+        });
+        Some(Text::join(texts, "\n"))
     }
 }
 

@@ -36,6 +36,59 @@ impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for Object<T> {
     }
 }
 
+/// A typed decoder's `model`: the string, and where its value lies in `body` (`None` when it
+/// is not a string, which the `Value` path refuses too).
+pub(crate) fn model_of(
+    body: &[u8],
+    raw: &serde_json::value::RawValue,
+) -> Option<(String, ir::ModelSpan)> {
+    let model = serde_json::from_str::<String>(raw.get()).ok()?;
+    Some((model, ir::ModelSpan::of(body, raw)))
+}
+
+/// A content field that is either one string or a list of items (blocks, parts). A long
+/// string without escapes is kept as the JSON it arrived as, so it is written out again
+/// without being escaped twice.
+pub enum TextOrList<T> {
+    Text(ir::Text),
+    List(Vec<T>),
+}
+
+impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for TextOrList<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor<T>(std::marker::PhantomData<T>);
+        impl<'de, T: serde::Deserialize<'de>> serde::de::Visitor<'de> for Visitor<T> {
+            type Value = TextOrList<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string or a list")
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(
+                self,
+                text: &'de str,
+            ) -> Result<Self::Value, E> {
+                Ok(TextOrList::Text(ir::Text::quoting(text)))
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Self::Value, E> {
+                Ok(TextOrList::Text(text.into()))
+            }
+            fn visit_string<E: serde::de::Error>(self, text: String) -> Result<Self::Value, E> {
+                Ok(TextOrList::Text(text.into()))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(4));
+                while let Some(item) = seq.next_element()? {
+                    items.push(item);
+                }
+                Ok(TextOrList::List(items))
+            }
+        }
+        d.deserialize_any(Visitor(std::marker::PhantomData))
+    }
+}
+
 /// Turns an upstream's SSE events into IR events.
 pub trait StreamDecoder: Send {
     /// One upstream event; an `Err` is an error the upstream reported in the stream.
