@@ -149,25 +149,7 @@ fn decode_request_value(body: &[u8]) -> Result<ir::Request, ApiError> {
                     .to_string();
                 let content =
                     decode_user_content(message.get("content"), &format!("{path}content"))?;
-                let result = Part::ToolResult(ToolResult {
-                    name: names.get(&call_id).cloned(),
-                    call_id,
-                    content,
-                    is_error: false,
-                });
-                // Consecutive tool messages answer one assistant turn: keep them together.
-                match request.messages.last_mut() {
-                    Some(last)
-                        if last.role == Role::User
-                            && last.parts.iter().all(|p| matches!(p, Part::ToolResult(_))) =>
-                    {
-                        last.parts.push(result)
-                    }
-                    _ => request.messages.push(Message {
-                        role: Role::User,
-                        parts: vec![result],
-                    }),
-                }
+                push_tool_result(&mut request.messages, &names, call_id, content);
             }
             other => {
                 return Err(ApiError::invalid(format!(
@@ -243,6 +225,34 @@ fn decode_request_value(body: &[u8]) -> Result<ir::Request, ApiError> {
     Ok(request)
 }
 
+/// A tool message's result, named after the call it answers. Consecutive tool messages
+/// answer one assistant turn, so they are kept together in one user message.
+fn push_tool_result(
+    messages: &mut Vec<Message>,
+    names: &HashMap<String, String>,
+    call_id: String,
+    content: Vec<Part>,
+) {
+    let result = Part::ToolResult(ToolResult {
+        name: names.get(&call_id).cloned(),
+        call_id,
+        content,
+        is_error: false,
+    });
+    match messages.last_mut() {
+        Some(last)
+            if last.role == Role::User
+                && last.parts.iter().all(|p| matches!(p, Part::ToolResult(_))) =>
+        {
+            last.parts.push(result)
+        }
+        _ => messages.push(Message {
+            role: Role::User,
+            parts: vec![result],
+        }),
+    }
+}
+
 /// Text of a string-or-parts content field.
 fn text_of(content: Option<&Value>, path: &str) -> Result<ir::Text, ApiError> {
     let parts = decode_user_content(content, path)?;
@@ -304,9 +314,10 @@ mod inbound {
     use serde_json::Value;
     use serde_json::value::RawValue;
 
+    use super::push_tool_result;
     use crate::gateway::ir::{
         self, ImageSource, Message, Part, Reasoning, Role, Schema, Text, Tool, ToolCall,
-        ToolChoice, ToolKind, ToolResult,
+        ToolChoice, ToolKind,
     };
     use crate::gateway::proto::json::arguments_text;
     use crate::gateway::proto::{Object, TextOrList, model_of};
@@ -509,25 +520,8 @@ mod inbound {
                 }
                 "tool" | "function" => {
                     let call_id = message.tool_call_id.or(message.name)?;
-                    let result = Part::ToolResult(ToolResult {
-                        name: names.get(&call_id).cloned(),
-                        call_id,
-                        content: parts_of(message.content)?,
-                        is_error: false,
-                    });
-                    // Consecutive tool messages answer one assistant turn: keep them together.
-                    match request.messages.last_mut() {
-                        Some(last)
-                            if last.role == Role::User
-                                && last.parts.iter().all(|p| matches!(p, Part::ToolResult(_))) =>
-                        {
-                            last.parts.push(result)
-                        }
-                        _ => request.messages.push(Message {
-                            role: Role::User,
-                            parts: vec![result],
-                        }),
-                    }
+                    let content = parts_of(message.content)?;
+                    push_tool_result(&mut request.messages, &names, call_id, content);
                 }
                 _ => return None,
             }
