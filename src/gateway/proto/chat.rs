@@ -191,7 +191,18 @@ fn decode_request_value(body: &[u8]) -> Result<ir::Request, ApiError> {
             Some(_) => {}
         }
     }
-    request.tool_choice = match v.get("tool_choice") {
+    request.tool_choice = tool_choice_of(v.get("tool_choice"))?;
+    let effort = json::str_at(&v, "reasoning_effort", "")?.map(str::to_string);
+    request.reasoning = reasoning_of(effort, v.get("reasoning"));
+    if let Some(schema) = v.pointer("/response_format/json_schema/schema") {
+        request.json_schema = Some(schema.clone());
+    }
+    Ok(request)
+}
+
+/// `tool_choice`: a mode, or `{"function": {"name": ...}}` naming the one tool to call.
+fn tool_choice_of(value: Option<&Value>) -> Result<Option<ToolChoice>, ApiError> {
+    Ok(match value {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(match s.as_str() {
             "none" => ToolChoice::None,
@@ -204,25 +215,25 @@ fn decode_request_value(body: &[u8]) -> Result<ir::Request, ApiError> {
                 .ok_or_else(|| ApiError::invalid("tool_choice.function.name: required"))?
                 .to_string(),
         )),
-    };
-    let effort = json::str_at(&v, "reasoning_effort", "")?
-        .map(str::to_string)
-        .or_else(|| {
-            v.pointer("/reasoning/effort")
-                .and_then(Value::as_str)
-                .map(str::to_string)
-        });
-    let budget = v.pointer("/reasoning/max_tokens").and_then(Value::as_u64);
-    if effort.is_some() || budget.is_some() {
-        request.reasoning = Some(Reasoning {
-            effort,
-            budget_tokens: budget,
-        });
-    }
-    if let Some(schema) = v.pointer("/response_format/json_schema/schema") {
-        request.json_schema = Some(schema.clone());
-    }
-    Ok(request)
+    })
+}
+
+/// The reasoning asked for: `reasoning_effort`, or OpenRouter's `reasoning` object with an
+/// effort or a token budget.
+fn reasoning_of(effort: Option<String>, reasoning: Option<&Value>) -> Option<Reasoning> {
+    let effort = effort.or_else(|| {
+        reasoning
+            .and_then(|r| r.pointer("/effort"))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    });
+    let budget = reasoning
+        .and_then(|r| r.pointer("/max_tokens"))
+        .and_then(Value::as_u64);
+    (effort.is_some() || budget.is_some()).then_some(Reasoning {
+        effort,
+        budget_tokens: budget,
+    })
 }
 
 /// A tool message's result, named after the call it answers. Consecutive tool messages
@@ -314,10 +325,9 @@ mod inbound {
     use serde_json::Value;
     use serde_json::value::RawValue;
 
-    use super::push_tool_result;
+    use super::{push_tool_result, reasoning_of, tool_choice_of};
     use crate::gateway::ir::{
-        self, ImageSource, Message, Part, Reasoning, Role, Schema, Text, Tool, ToolCall,
-        ToolChoice, ToolKind,
+        self, ImageSource, Message, Part, Role, Schema, Text, Tool, ToolCall, ToolKind,
     };
     use crate::gateway::proto::json::arguments_text;
     use crate::gateway::proto::{Object, TextOrList, model_of};
@@ -546,33 +556,8 @@ mod inbound {
                 Some(_) => {}
             }
         }
-        request.tool_choice = match wire.tool_choice {
-            None | Some(Value::Null) => None,
-            Some(Value::String(s)) => Some(match s.as_str() {
-                "none" => ToolChoice::None,
-                "required" => ToolChoice::Required,
-                _ => ToolChoice::Auto,
-            }),
-            Some(obj) => Some(ToolChoice::Tool(
-                obj.pointer("/function/name")?.as_str()?.to_string(),
-            )),
-        };
-        let reasoning = wire.reasoning.as_ref();
-        let effort = wire.reasoning_effort.or_else(|| {
-            reasoning
-                .and_then(|r| r.pointer("/effort"))
-                .and_then(Value::as_str)
-                .map(str::to_string)
-        });
-        let budget = reasoning
-            .and_then(|r| r.pointer("/max_tokens"))
-            .and_then(Value::as_u64);
-        if effort.is_some() || budget.is_some() {
-            request.reasoning = Some(Reasoning {
-                effort,
-                budget_tokens: budget,
-            });
-        }
+        request.tool_choice = tool_choice_of(wire.tool_choice.as_ref()).ok()?;
+        request.reasoning = reasoning_of(wire.reasoning_effort, wire.reasoning.as_ref());
         request.json_schema = wire
             .response_format
             .as_ref()
