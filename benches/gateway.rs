@@ -1032,6 +1032,16 @@ fn micro() {
             },
         );
     }
+    let codex = include_bytes!("../tests/fixtures/codex_exec_request.json");
+    time(
+        &format!(
+            "codex exec's first request: decode responses ({} KB)",
+            codex.len() / 1024
+        ),
+        &mut || {
+            std::hint::black_box(proto::decode_request(Protocol::Responses, codex, None).unwrap());
+        },
+    );
     time("decode anthropic request", &mut || {
         std::hint::black_box(proto::decode_request(Protocol::Anthropic, &body, None).unwrap());
     });

@@ -298,6 +298,47 @@ fn rich_chat_request() -> Value {
             {"role": "user", "content": "long ".repeat(80)}]})
 }
 
+/// A rich Responses request: every item, part, tool and option the typed decoder covers,
+/// in the shapes Codex sends (namespaced and freeform tools, reasoning items, tool outputs).
+fn rich_responses_request() -> Value {
+    json!({"model": "m", "max_output_tokens": 5.0, "temperature": 1, "top_p": 0.5, "stream": true,
+        "parallel_tool_calls": false, "instructions": "be \"brief\"\nplease",
+        "reasoning": {"effort": "high", "summary": "auto"}, "store": false, "include": ["reasoning.encrypted_content"],
+        "text": {"format": {"type": "json_schema", "name": "x", "schema": {"type": "object"}}},
+        "tool_choice": {"type": "function", "name": "t"},
+        "tools": [{"type": "function", "name": "t", "description": "d \"quoted\"", "strict": false,
+                   "parameters": {"type": "object", "properties": {"b": {"type": "string"}, "a": {"type": "integer"}}}},
+                  {"type": "function", "name": "bare"},
+                  {"type": "function", "name": "nulls", "parameters": null},
+                  {"type": "custom", "name": "apply_patch", "description": "Patch files.",
+                   "format": {"type": "grammar", "syntax": "lark", "definition": "start: \"*** Begin Patch\""}},
+                  {"type": "custom", "name": "plain"},
+                  {"type": "namespace", "name": "agents", "description": "Sub-agents.",
+                   "tools": [{"type": "function", "name": "spawn", "parameters": {"type": "object"}},
+                             {"type": "custom", "name": "note"}]},
+                  {"type": "web_search", "external_web_access": false}],
+        "input": [{"type": "message", "role": "developer", "content": [{"type": "input_text", "text": "dev"}]},
+            {"role": "system", "content": "sys"},
+            {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi\nthere"},
+                {"type": "input_image", "image_url": "data:image/png;base64,iVBOR", "detail": "low"},
+                {"type": "input_image"},
+                {"type": "input_file", "file_id": "f"}]},
+            {"type": "additional_tools", "tools": [{"type": "function", "name": "late", "description": "added later"}]},
+            {"type": "reasoning", "id": "rs_1", "summary": [{"type": "summary_text", "text": "first"}, {"type": "summary_text", "text": "second"}],
+                "content": null, "encrypted_content": "gAAA"},
+            {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "ok", "annotations": []}]},
+            {"type": "function_call", "call_id": "1", "name": "t", "arguments": "{\"a\": 1}"},
+            {"type": "function_call", "call_id": "2", "namespace": "agents", "name": "spawn", "arguments": {"z": [1, 2]}},
+            {"type": "custom_tool_call", "call_id": "3", "name": "apply_patch", "input": "*** Begin Patch\n*** End Patch"},
+            {"type": "function_call_output", "call_id": "1", "output": "r1"},
+            {"type": "function_call_output", "call_id": "2", "output": [{"type": "input_text", "text": "r2"}]},
+            {"type": "custom_tool_call_output", "call_id": "3", "output": null},
+            {"type": "web_search_call", "status": "completed", "action": {"type": "search", "query": "q"}},
+            {"type": "message", "role": "developer", "content": "mid-conversation note"},
+            {"type": "reasoning", "summary": "not a list"},
+            {"type": "message", "role": "user", "content": "long ".repeat(80)}]})
+}
+
 /// A typed decoder gives up or agrees with its `Value` decoder, never differs; and what it
 /// decoded (text kept as the JSON it arrived as) is written for every upstream as the same
 /// JSON as what the `Value` path decoded (plain text).
@@ -477,6 +518,31 @@ fn the_typed_chat_decoder_takes_real_requests() {
 }
 
 #[test]
+fn the_typed_responses_decoder_takes_real_requests() {
+    // What Codex sends: its first request of `codex exec` (0.169.0), and a long tool turn (the
+    // Claude Code request as a Responses request).
+    let claude_code = proto::decode_request(
+        Protocol::Anthropic,
+        include_bytes!("fixtures/claude_code_main_request.json"),
+        None,
+    )
+    .unwrap();
+    let agent_turn = proto::encode_request_bytes(Protocol::Responses, &claude_code, "m");
+    for body in [
+        rich_responses_request().to_string().into_bytes(),
+        seed_request(Protocol::Responses).to_string().into_bytes(),
+        include_bytes!("fixtures/codex_exec_request.json").to_vec(),
+        agent_turn,
+    ] {
+        let (typed, value) = proto::responses::decode_request_both(&body);
+        let typed = typed.expect("the typed path takes it");
+        model_span_points_at_the_model(&body, &typed);
+        assert_eq!(typed, value.unwrap());
+        paths_agree(proto::responses::decode_request_both, &body);
+    }
+}
+
+#[test]
 fn the_typed_anthropic_decoder_takes_real_requests() {
     let claude_code = include_str!("fixtures/claude_code_main_request.json");
     for body in [
@@ -592,6 +658,13 @@ proptest! {
         let start = if seed == 0 { rich_chat_request() } else { seed_request(Protocol::Chat) };
         let body = mutate(start, at, replacement).to_string();
         paths_agree(proto::chat::decode_request_both, body.as_bytes());
+    }
+
+    #[test]
+    fn typed_responses_request_decoding_matches_the_value_path(at in 0usize..140, replacement in json_value(), seed in 0usize..2) {
+        let start = if seed == 0 { rich_responses_request() } else { seed_request(Protocol::Responses) };
+        let body = mutate(start, at, replacement).to_string();
+        paths_agree(proto::responses::decode_request_both, body.as_bytes());
     }
 
     #[test]

@@ -249,7 +249,7 @@ mod wire {
     use serde_json::Value;
     use serde_json::value::RawValue;
 
-    use crate::gateway::proto::{Object, TextOrList, model_of};
+    use crate::gateway::proto::{MostlyText, Object, TextOrList, model_of, some_raw};
 
     use super::{arguments_text, decode_image_source, decode_options};
     use crate::gateway::ir::{
@@ -299,7 +299,8 @@ mod wire {
         name: Option<String>,
         input: Option<Value>,
         tool_use_id: Option<String>,
-        content: Option<ResultContent>,
+        /// A tool result's content.
+        content: Option<MostlyText<Object<Block>>>,
         is_error: Option<bool>,
         thinking: Option<Text>,
         signature: Option<String>,
@@ -309,28 +310,6 @@ mod wire {
 
     /// A string, or a list of blocks.
     type Content = TextOrList<Object<Block>>;
-
-    /// A tool result's content: most often one long string (a command's output, a file), so
-    /// it is taken as JSON text first and kept as it arrived, escapes and all; the rarer list
-    /// of blocks is then read from that text.
-    struct ResultContent(Content);
-
-    impl<'de> Deserialize<'de> for ResultContent {
-        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            let raw = <&RawValue>::deserialize(d)?;
-            if raw.get().starts_with('[') {
-                let blocks = serde_json::from_str(raw.get()).map_err(serde::de::Error::custom)?;
-                return Ok(ResultContent(TextOrList::List(blocks)));
-            }
-            Text::from_json(raw.to_owned())
-                .map(|text| ResultContent(TextOrList::Text(text)))
-                .ok_or_else(|| serde::de::Error::custom("expected a string or a list of blocks"))
-        }
-    }
-
-    fn some_raw<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Box<RawValue>>, D::Error> {
-        Box::<RawValue>::deserialize(d).map(Some)
-    }
 
     fn present<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
         serde::de::IgnoredAny::deserialize(d).map(|_| true)

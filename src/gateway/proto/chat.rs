@@ -321,7 +321,7 @@ fn decode_user_content(content: Option<&Value>, path: &str) -> Result<Vec<Part>,
 mod inbound {
     use std::collections::HashMap;
 
-    use serde::{Deserialize, Deserializer};
+    use serde::Deserialize;
     use serde_json::Value;
     use serde_json::value::RawValue;
 
@@ -329,8 +329,8 @@ mod inbound {
     use crate::gateway::ir::{
         self, ImageSource, Message, Part, Role, Schema, Text, Tool, ToolCall, ToolKind,
     };
-    use crate::gateway::proto::json::arguments_text;
-    use crate::gateway::proto::{Object, TextOrList, model_of};
+    use crate::gateway::proto::json::{arguments_text, count, number};
+    use crate::gateway::proto::{Object, TextOrList, model_of, some_raw};
 
     #[derive(Deserialize)]
     struct Request<'a> {
@@ -406,29 +406,6 @@ mod inbound {
         /// Kept even when null, as the `Value` path does; as JSON text, never taken apart.
         #[serde(default, deserialize_with = "some_raw")]
         parameters: Option<Box<RawValue>>,
-    }
-
-    fn some_raw<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Box<RawValue>>, D::Error> {
-        Box::<RawValue>::deserialize(d).map(Some)
-    }
-
-    /// `None` when the `Value` path would refuse it (`json::u64_at`).
-    fn count(value: Option<Value>) -> Option<Option<u64>> {
-        match value {
-            None | Some(Value::Null) => Some(None),
-            Some(v) => v
-                .as_u64()
-                .or_else(|| v.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
-                .map(Some),
-        }
-    }
-
-    /// `None` when the `Value` path would refuse it (`json::f64_at`).
-    fn number(value: Option<Value>) -> Option<Option<f64>> {
-        match value {
-            None | Some(Value::Null) => Some(None),
-            Some(v) => v.as_f64().map(Some),
-        }
     }
 
     /// `None` when the `Value` path would refuse it (`json::strings_at`).
@@ -967,8 +944,10 @@ fn decode_response_typed(body: &[u8]) -> Option<ir::Response> {
     if mentions_error(body) {
         return None;
     }
+    // Reading from a `str` checks UTF-8 once for the whole body instead of once per string.
     let super::Object(completion) =
-        serde_json::from_slice::<super::Object<wire::Completion>>(body).ok()?;
+        serde_json::from_str::<super::Object<wire::Completion>>(std::str::from_utf8(body).ok()?)
+            .ok()?;
     let super::Object(choice) = completion.choices?.into_iter().next()?;
     let message = choice.message.map(|m| m.0).unwrap_or_default();
     let mut parts = Vec::new();

@@ -36,6 +36,14 @@ impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for Object<T> {
     }
 }
 
+/// A JSON value kept as its text, null included (`#[serde(default, deserialize_with)]` on
+/// an `Option`, so that only a missing field is `None`, as `Value::get` sees it).
+pub(crate) fn some_raw<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Box<serde_json::value::RawValue>>, D::Error> {
+    serde::Deserialize::deserialize(d).map(Some)
+}
+
 /// A typed decoder's `model`: the string, and where its value lies in `body` (`None` when it
 /// is not a string, which the `Value` path refuses too).
 pub(crate) fn model_of(
@@ -86,6 +94,26 @@ impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for TextOrList<T> 
             }
         }
         d.deserialize_any(Visitor(std::marker::PhantomData))
+    }
+}
+
+/// A content field that is most often one long string (a command's output, a file): taken
+/// as JSON text first and kept as it arrived, escapes and all; the rarer list is then read
+/// from that text. A list is scanned twice that way, so content that is usually a list stays
+/// a [`TextOrList`].
+pub struct MostlyText<T>(pub TextOrList<T>);
+
+impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for MostlyText<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let raw = <&'de serde_json::value::RawValue>::deserialize(d)?;
+        if raw.get().starts_with('[') {
+            let items = serde_json::from_str(raw.get()).map_err(D::Error::custom)?;
+            return Ok(MostlyText(TextOrList::List(items)));
+        }
+        ir::Text::from_json(raw.to_owned())
+            .map(|text| MostlyText(TextOrList::Text(text)))
+            .ok_or_else(|| D::Error::custom("expected a string or a list"))
     }
 }
 
@@ -344,13 +372,31 @@ pub(crate) mod json {
     pub fn u64_at(value: &Value, key: &str, path: &str) -> Result<Option<u64>, ApiError> {
         match value.get(key) {
             None | Some(Value::Null) => Ok(None),
-            Some(v) => v
-                .as_u64()
-                .or_else(|| v.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
-                .map(Some)
-                .ok_or_else(|| {
-                    ApiError::invalid(format!("{path}{key}: expected a non-negative number"))
-                }),
+            Some(v) => as_count(v).map(Some).ok_or_else(|| {
+                ApiError::invalid(format!("{path}{key}: expected a non-negative number"))
+            }),
+        }
+    }
+
+    /// A non-negative number as a count (a float is cut to a whole number).
+    fn as_count(v: &Value) -> Option<u64> {
+        v.as_u64()
+            .or_else(|| v.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
+    }
+
+    /// A typed decoder's optional count: `None` when [`u64_at`] would refuse it.
+    pub fn count(value: Option<Value>) -> Option<Option<u64>> {
+        match value {
+            None | Some(Value::Null) => Some(None),
+            Some(v) => as_count(&v).map(Some),
+        }
+    }
+
+    /// A typed decoder's optional number: `None` when [`f64_at`] would refuse it.
+    pub fn number(value: Option<Value>) -> Option<Option<f64>> {
+        match value {
+            None | Some(Value::Null) => Some(None),
+            Some(v) => v.as_f64().map(Some),
         }
     }
 

@@ -29,6 +29,22 @@ fn flat_name(namespace: Option<&str>, name: &str) -> String {
 // ---------------------------------------------------------------- requests
 
 pub fn decode_request(body: &[u8]) -> Result<ir::Request, ApiError> {
+    // As for Anthropic and Chat: the typed path takes the requests Codex sends; whatever it
+    // does not take (every malformed one among them) goes through the `Value` path, whose
+    // errors name the field.
+    match inbound::decode(body) {
+        Some(request) => Ok(request),
+        None => decode_request_value(body),
+    }
+}
+
+/// Both decoding paths, for tests that hold them to the same answers.
+#[doc(hidden)]
+pub fn decode_request_both(body: &[u8]) -> (Option<ir::Request>, Result<ir::Request, ApiError>) {
+    (inbound::decode(body), decode_request_value(body))
+}
+
+fn decode_request_value(body: &[u8]) -> Result<ir::Request, ApiError> {
     let v = json::parse(body)?;
     let mut request = ir::Request {
         model: json::req_str(&v, "model", "")?.to_string(),
@@ -49,8 +65,7 @@ pub fn decode_request(body: &[u8]) -> Result<ir::Request, ApiError> {
         &mut request.tools,
         "tools",
     )?;
-    let mut names: HashMap<String, String> = HashMap::new();
-    let mut seen_conversation = false;
+    let mut conversation = Conversation::default();
     match v.get("input") {
         None | Some(Value::Null) => {}
         Some(Value::String(text)) => request.messages.push(Message {
@@ -67,26 +82,7 @@ pub fn decode_request(body: &[u8]) -> Result<ir::Request, ApiError> {
                     "message" => {
                         let role = json::req_str(item, "role", &path)?;
                         let parts = decode_content(item.get("content"), &format!("{path}content"))?;
-                        match role {
-                            "system" | "developer" if !seen_conversation => {
-                                for part in parts {
-                                    if let Part::Text { text } = part {
-                                        request.system.push(text);
-                                    }
-                                }
-                            }
-                            "system" | "developer" => {
-                                push(&mut request.messages, Role::System, parts)
-                            }
-                            "assistant" => {
-                                seen_conversation = true;
-                                push(&mut request.messages, Role::Assistant, parts)
-                            }
-                            _ => {
-                                seen_conversation = true;
-                                push(&mut request.messages, Role::User, parts)
-                            }
-                        }
+                        conversation.message(&mut request, role, parts);
                     }
                     "additional_tools" => decode_tools(
                         json::array_at(item, "tools", &path)?,
@@ -94,32 +90,16 @@ pub fn decode_request(body: &[u8]) -> Result<ir::Request, ApiError> {
                         &mut request.tools,
                         &format!("{path}tools"),
                     )?,
-                    "reasoning" => {
-                        let text: Vec<&str> = item["summary"]
-                            .as_array()
-                            .map(Vec::as_slice)
-                            .unwrap_or(&[])
-                            .iter()
-                            .filter_map(|s| s["text"].as_str())
-                            .collect();
-                        let signature = item["encrypted_content"].as_str().map(str::to_string);
-                        push(
-                            &mut request.messages,
-                            Role::Assistant,
-                            vec![Part::Thinking {
-                                text: text.join("\n").into(),
-                                signature,
-                            }],
-                        );
-                    }
+                    "reasoning" => push(
+                        &mut request.messages,
+                        Role::Assistant,
+                        vec![reasoning_part(
+                            item.get("summary"),
+                            item.get("encrypted_content"),
+                        )],
+                    ),
                     "function_call" | "custom_tool_call" => {
                         let custom = kind == "custom_tool_call";
-                        let name = flat_name(
-                            json::str_at(item, "namespace", &path)?,
-                            json::req_str(item, "name", &path)?,
-                        );
-                        let id = json::req_str(item, "call_id", &path)?.to_string();
-                        names.insert(id.clone(), name.clone());
                         let arguments = if custom {
                             json::str_at(item, "input", &path)?
                                 .unwrap_or_default()
@@ -127,21 +107,13 @@ pub fn decode_request(body: &[u8]) -> Result<ir::Request, ApiError> {
                         } else {
                             arguments_text(item.get("arguments"))
                         };
-                        let kind = if custom {
-                            ToolKind::Custom
-                        } else {
-                            ToolKind::Function
-                        };
-                        push(
-                            &mut request.messages,
-                            Role::Assistant,
-                            vec![Part::ToolCall(ToolCall {
-                                id,
-                                name,
-                                arguments,
-                                kind,
-                                signature: None,
-                            })],
+                        conversation.call(
+                            &mut request,
+                            json::str_at(item, "namespace", &path)?,
+                            json::req_str(item, "name", &path)?,
+                            json::req_str(item, "call_id", &path)?.to_string(),
+                            arguments,
+                            custom,
                         );
                     }
                     "function_call_output" | "custom_tool_call_output" => {
@@ -152,17 +124,7 @@ pub fn decode_request(body: &[u8]) -> Result<ir::Request, ApiError> {
                             }],
                             other => decode_content(other, &format!("{path}output"))?,
                         };
-                        let result = ToolResult {
-                            name: names.get(&call_id).cloned(),
-                            call_id,
-                            content,
-                            is_error: false,
-                        };
-                        push(
-                            &mut request.messages,
-                            Role::User,
-                            vec![Part::ToolResult(result)],
-                        );
+                        conversation.output(&mut request, call_id, content);
                     }
                     // Hosted-tool items (web search, image generation…) have no equivalent.
                     _ => {}
@@ -175,7 +137,119 @@ pub fn decode_request(body: &[u8]) -> Result<ir::Request, ApiError> {
             ));
         }
     }
-    request.tool_choice = match v.get("tool_choice") {
+    decode_options(
+        &mut request,
+        v.get("tool_choice"),
+        v.get("reasoning"),
+        v.get("text"),
+    );
+    Ok(request)
+}
+
+/// What reading the input items carries from one item to the next.
+#[derive(Default)]
+struct Conversation {
+    /// A system or developer message before the first user or assistant one is part of the
+    /// system prompt; after it, it stays a message where it was.
+    started: bool,
+    /// Call id -> tool name, for naming tool outputs (Gemini needs the name).
+    names: HashMap<String, String>,
+}
+
+impl Conversation {
+    fn message(&mut self, request: &mut ir::Request, role: &str, parts: Vec<Part>) {
+        match role {
+            "system" | "developer" if !self.started => {
+                for part in parts {
+                    if let Part::Text { text } = part {
+                        request.system.push(text);
+                    }
+                }
+            }
+            "system" | "developer" => push(&mut request.messages, Role::System, parts),
+            "assistant" => {
+                self.started = true;
+                push(&mut request.messages, Role::Assistant, parts)
+            }
+            _ => {
+                self.started = true;
+                push(&mut request.messages, Role::User, parts)
+            }
+        }
+    }
+
+    /// A `function_call` or (when `custom`) a `custom_tool_call` item.
+    fn call(
+        &mut self,
+        request: &mut ir::Request,
+        namespace: Option<&str>,
+        name: &str,
+        id: String,
+        arguments: String,
+        custom: bool,
+    ) {
+        let name = flat_name(namespace, name);
+        self.names.insert(id.clone(), name.clone());
+        let kind = if custom {
+            ToolKind::Custom
+        } else {
+            ToolKind::Function
+        };
+        push(
+            &mut request.messages,
+            Role::Assistant,
+            vec![Part::ToolCall(ToolCall {
+                id,
+                name,
+                arguments,
+                kind,
+                signature: None,
+            })],
+        );
+    }
+
+    /// A `function_call_output` or `custom_tool_call_output` item.
+    fn output(&self, request: &mut ir::Request, call_id: String, content: Vec<Part>) {
+        let result = ToolResult {
+            name: self.names.get(&call_id).cloned(),
+            call_id,
+            content,
+            is_error: false,
+        };
+        push(
+            &mut request.messages,
+            Role::User,
+            vec![Part::ToolResult(result)],
+        );
+    }
+}
+
+/// A `reasoning` item: its summary texts as one thinking part, signed by its encrypted
+/// content. Read leniently: a summary that is not a list is no summary.
+fn reasoning_part(summary: Option<&Value>, encrypted_content: Option<&Value>) -> Part {
+    let text: Vec<&str> = summary
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
+        .iter()
+        .filter_map(|s| s["text"].as_str())
+        .collect();
+    Part::Thinking {
+        text: text.join("\n").into(),
+        signature: encrypted_content
+            .and_then(Value::as_str)
+            .map(str::to_string),
+    }
+}
+
+/// `tool_choice`, `reasoning.effort` and a `text.format` JSON schema.
+fn decode_options(
+    request: &mut ir::Request,
+    tool_choice: Option<&Value>,
+    reasoning: Option<&Value>,
+    text: Option<&Value>,
+) {
+    request.tool_choice = match tool_choice {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(match s.as_str() {
             "none" => ToolChoice::None,
@@ -186,16 +260,20 @@ pub fn decode_request(body: &[u8]) -> Result<ir::Request, ApiError> {
             .as_str()
             .map(|n| ToolChoice::Tool(n.to_string())),
     };
-    if let Some(effort) = v.pointer("/reasoning/effort").and_then(Value::as_str) {
+    if let Some(effort) = reasoning
+        .and_then(|r| r.pointer("/effort"))
+        .and_then(Value::as_str)
+    {
         request.reasoning = Some(Reasoning {
             effort: Some(effort.to_string()),
             budget_tokens: None,
         });
     }
-    if v.pointer("/text/format/type").and_then(Value::as_str) == Some("json_schema") {
-        request.json_schema = v.pointer("/text/format/schema").cloned();
+    if let Some(format) = text.and_then(|t| t.pointer("/format"))
+        && format.pointer("/type").and_then(Value::as_str) == Some("json_schema")
+    {
+        request.json_schema = format.pointer("/schema").cloned();
     }
-    Ok(request)
 }
 
 /// Consecutive items of one role belong to one message.
@@ -221,27 +299,17 @@ fn decode_tools(
                 parameters: tool
                     .get("parameters")
                     .cloned()
-                    .unwrap_or_else(|| json!({"type": "object", "properties": {}}))
+                    .unwrap_or_else(empty_parameters)
                     .into(),
                 kind: ToolKind::Function,
                 namespace: namespace.map(str::to_string),
             }),
-            Some("custom") => {
-                let mut description = json::str_at(tool, "description", &at)?
-                    .unwrap_or_default()
-                    .to_string();
-                if let Some(grammar) = tool.pointer("/format/definition").and_then(Value::as_str) {
-                    description.push_str("\n\nThe input must match this grammar:\n");
-                    description.push_str(grammar);
-                }
-                tools.push(Tool {
-                    name: flat_name(namespace, json::req_str(tool, "name", &at)?),
-                    description: Some(description.into()),
-                    parameters: custom_tool_schema().into(),
-                    kind: ToolKind::Custom,
-                    namespace: namespace.map(str::to_string),
-                })
-            }
+            Some("custom") => tools.push(custom_tool(
+                namespace,
+                json::req_str(tool, "name", &at)?,
+                json::str_at(tool, "description", &at)?,
+                tool.get("format"),
+            )),
             Some("namespace") => {
                 let ns = json::req_str(tool, "name", &at)?;
                 decode_tools(
@@ -258,6 +326,39 @@ fn decode_tools(
     Ok(())
 }
 
+fn empty_parameters() -> Value {
+    json!({"type": "object", "properties": {}})
+}
+
+/// A freeform tool as a function of one string; its grammar, if any, goes in the description.
+fn custom_tool(
+    namespace: Option<&str>,
+    name: &str,
+    description: Option<&str>,
+    format: Option<&Value>,
+) -> Tool {
+    let mut description = description.unwrap_or_default().to_string();
+    if let Some(grammar) = format
+        .and_then(|f| f.pointer("/definition"))
+        .and_then(Value::as_str)
+    {
+        description.push_str("\n\nThe input must match this grammar:\n");
+        description.push_str(grammar);
+    }
+    Tool {
+        name: flat_name(namespace, name),
+        description: Some(description.into()),
+        parameters: custom_tool_schema().into(),
+        kind: ToolKind::Custom,
+        namespace: namespace.map(str::to_string),
+    }
+}
+
+/// The content part types that carry text.
+fn is_text_part(kind: &str) -> bool {
+    matches!(kind, "input_text" | "output_text" | "text" | "summary_text")
+}
+
 fn decode_content(content: Option<&Value>, path: &str) -> Result<Vec<Part>, ApiError> {
     match content {
         None | Some(Value::Null) => Ok(Vec::new()),
@@ -269,11 +370,9 @@ fn decode_content(content: Option<&Value>, path: &str) -> Result<Vec<Part>, ApiE
             for (i, item) in items.iter().enumerate() {
                 let at = format!("{path}[{i}].");
                 match json::str_at(item, "type", &at)? {
-                    Some("input_text" | "output_text" | "text" | "summary_text") => {
-                        parts.push(Part::Text {
-                            text: json::req_str(item, "text", &at)?.into(),
-                        })
-                    }
+                    Some(kind) if is_text_part(kind) => parts.push(Part::Text {
+                        text: json::req_str(item, "text", &at)?.into(),
+                    }),
                     Some("input_image") => {
                         if let Some(url) = json::str_at(item, "image_url", &at)? {
                             parts.push(Part::Image {
@@ -289,6 +388,210 @@ fn decode_content(content: Option<&Value>, path: &str) -> Result<Vec<Part>, ApiE
         Some(_) => Err(ApiError::invalid(format!(
             "{path}: expected a string or a list of parts"
         ))),
+    }
+}
+
+/// The typed request decoder: the text of instructions, messages and tool outputs is kept as
+/// the JSON it arrived as, and tool schemas are never taken apart. It mirrors the `Value`
+/// path above and gives up (`None`) wherever that path would refuse or read leniently.
+mod inbound {
+    use serde::Deserialize;
+    use serde_json::Value;
+    use serde_json::value::RawValue;
+
+    use super::{Conversation, custom_tool, decode_options, empty_parameters, flat_name, push};
+    use crate::gateway::ir::{
+        self, ImageSource, Message, Part, Role, Schema, Text, Tool, ToolKind,
+    };
+    use crate::gateway::proto::json::{arguments_text, count, number};
+    use crate::gateway::proto::{MostlyText, Object, TextOrList, model_of, some_raw};
+
+    #[derive(Deserialize)]
+    struct Request<'a> {
+        #[serde(borrow)]
+        model: Option<&'a RawValue>,
+        max_output_tokens: Option<Value>,
+        temperature: Option<Value>,
+        top_p: Option<Value>,
+        stream: Option<bool>,
+        parallel_tool_calls: Option<bool>,
+        instructions: Option<Text>,
+        tools: Option<Vec<Object<WireTool>>>,
+        input: Option<TextOrList<Object<Item>>>,
+        tool_choice: Option<Value>,
+        reasoning: Option<Value>,
+        text: Option<Value>,
+    }
+
+    #[derive(Deserialize)]
+    struct WireTool {
+        #[serde(rename = "type")]
+        kind: Option<String>,
+        name: Option<String>,
+        description: Option<Text>,
+        #[serde(default, deserialize_with = "some_raw")]
+        parameters: Option<Box<RawValue>>,
+        format: Option<Value>,
+        tools: Option<Vec<Object<WireTool>>>,
+    }
+
+    /// Every input item's fields; which are read depends on its `type`.
+    #[derive(Deserialize)]
+    struct Item {
+        #[serde(rename = "type")]
+        kind: Option<String>,
+        role: Option<String>,
+        content: Option<Content>,
+        tools: Option<Vec<Object<WireTool>>>,
+        summary: Option<Value>,
+        encrypted_content: Option<Value>,
+        namespace: Option<String>,
+        name: Option<String>,
+        call_id: Option<String>,
+        input: Option<String>,
+        arguments: Option<Value>,
+        output: Option<MostlyText<Object<ContentPart>>>,
+    }
+
+    type Content = TextOrList<Object<ContentPart>>;
+
+    #[derive(Deserialize)]
+    struct ContentPart {
+        #[serde(rename = "type")]
+        kind: Option<String>,
+        text: Option<Text>,
+        image_url: Option<String>,
+    }
+
+    pub fn decode(body: &[u8]) -> Option<ir::Request> {
+        let Object(wire): Object<Request> =
+            serde_json::from_str(std::str::from_utf8(body).ok()?).ok()?;
+        let (model, model_span) = model_of(body, wire.model?)?;
+        let mut request = ir::Request {
+            model,
+            model_span,
+            max_tokens: count(wire.max_output_tokens)?,
+            temperature: number(wire.temperature)?,
+            top_p: number(wire.top_p)?,
+            stream: wire.stream.unwrap_or(false),
+            parallel_tool_calls: wire.parallel_tool_calls,
+            stream_usage: true,
+            ..Default::default()
+        };
+        request.system.extend(wire.instructions);
+        tools_of(wire.tools, None, &mut request.tools)?;
+        let mut conversation = Conversation::default();
+        match wire.input {
+            None => {}
+            Some(TextOrList::Text(text)) => request.messages.push(Message {
+                role: Role::User,
+                parts: vec![Part::Text { text }],
+            }),
+            Some(TextOrList::List(items)) => {
+                for Object(item) in items {
+                    let kind = item.kind.as_deref().unwrap_or("message");
+                    match kind {
+                        "message" => {
+                            let parts = parts_of(item.content)?;
+                            conversation.message(&mut request, &item.role?, parts);
+                        }
+                        "additional_tools" => tools_of(item.tools, None, &mut request.tools)?,
+                        "reasoning" => push(
+                            &mut request.messages,
+                            Role::Assistant,
+                            vec![super::reasoning_part(
+                                item.summary.as_ref(),
+                                item.encrypted_content.as_ref(),
+                            )],
+                        ),
+                        "function_call" | "custom_tool_call" => {
+                            let custom = kind == "custom_tool_call";
+                            let arguments = if custom {
+                                item.input.unwrap_or_default()
+                            } else {
+                                arguments_text(item.arguments.as_ref())
+                            };
+                            conversation.call(
+                                &mut request,
+                                item.namespace.as_deref(),
+                                &item.name?,
+                                item.call_id?,
+                                arguments,
+                                custom,
+                            );
+                        }
+                        "function_call_output" | "custom_tool_call_output" => {
+                            let content = parts_of(item.output.map(|output| output.0))?;
+                            conversation.output(&mut request, item.call_id?, content);
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        decode_options(
+            &mut request,
+            wire.tool_choice.as_ref(),
+            wire.reasoning.as_ref(),
+            wire.text.as_ref(),
+        );
+        Some(request)
+    }
+
+    fn tools_of(
+        tools: Option<Vec<Object<WireTool>>>,
+        namespace: Option<&str>,
+        out: &mut Vec<Tool>,
+    ) -> Option<()> {
+        for Object(tool) in tools.unwrap_or_default() {
+            match tool.kind.as_deref() {
+                Some("function") => out.push(Tool {
+                    name: flat_name(namespace, &tool.name?),
+                    description: tool.description,
+                    parameters: match tool.parameters {
+                        Some(raw) => Schema::from_raw(raw),
+                        None => empty_parameters().into(),
+                    },
+                    kind: ToolKind::Function,
+                    namespace: namespace.map(str::to_string),
+                }),
+                Some("custom") => out.push(custom_tool(
+                    namespace,
+                    &tool.name?,
+                    tool.description.as_ref().map(Text::as_str).as_deref(),
+                    tool.format.as_ref(),
+                )),
+                Some("namespace") => tools_of(tool.tools, Some(&tool.name?), out)?,
+                _ => {}
+            }
+        }
+        Some(())
+    }
+
+    /// A content or output field as parts (`decode_content`).
+    fn parts_of(content: Option<Content>) -> Option<Vec<Part>> {
+        let items = match content {
+            None => return Some(Vec::new()),
+            Some(TextOrList::Text(text)) => return Some(vec![Part::Text { text }]),
+            Some(TextOrList::List(items)) => items,
+        };
+        let mut parts = Vec::with_capacity(items.len());
+        for Object(item) in items {
+            match item.kind.as_deref() {
+                Some(kind) if super::is_text_part(kind) => {
+                    parts.push(Part::Text { text: item.text? })
+                }
+                Some("input_image") => {
+                    if let Some(url) = item.image_url {
+                        parts.push(Part::Image {
+                            source: ImageSource::from_url(&url),
+                        });
+                    }
+                }
+                _ => {}
+            }
+        }
+        Some(parts)
     }
 }
 
