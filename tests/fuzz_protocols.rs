@@ -517,6 +517,45 @@ fn the_typed_chat_decoder_takes_real_requests() {
     }
 }
 
+/// Counts from a client or an upstream can be anything a JSON number holds: the largest
+/// saturate instead of overflowing (a debug build panicked on `budget + 1024`).
+#[test]
+fn the_largest_counts_saturate_instead_of_overflowing() {
+    let max = u64::MAX;
+    let body = json!({"model": "m", "max_tokens": 5, "thinking": {"type": "enabled", "budget_tokens": max},
+        "messages": [{"role": "user", "content": "hi"}]})
+    .to_string();
+    let request = proto::decode_request(Protocol::Anthropic, body.as_bytes(), None).unwrap();
+    assert_eq!(
+        proto::encode_request(Protocol::Anthropic, &request, "up")["max_tokens"],
+        json!(max)
+    );
+    let answers = [
+        (
+            Protocol::Anthropic,
+            json!({"id": "a", "type": "message", "role": "assistant", "content": [{"type": "text", "text": "hi"}],
+            "stop_reason": "end_turn", "usage": {"input_tokens": max, "cache_read_input_tokens": max, "output_tokens": max}}),
+        ),
+        (
+            Protocol::Gemini,
+            json!({"candidates": [{"content": {"role": "model", "parts": [{"text": "hi"}]}, "finishReason": "STOP"}],
+            "usageMetadata": {"promptTokenCount": max, "candidatesTokenCount": max, "thoughtsTokenCount": max}}),
+        ),
+    ];
+    for (upstream, answer) in answers {
+        let response = proto::decode_response(upstream, answer.to_string().as_bytes()).unwrap();
+        assert_eq!(
+            (response.usage.input_tokens, response.usage.output_tokens),
+            (max, max),
+            "{upstream:?}"
+        );
+        for client in PROTOCOLS {
+            let written = proto::encode_response(client, &response, &request);
+            assert!(written.is_object(), "{upstream:?} -> {client:?}");
+        }
+    }
+}
+
 #[test]
 fn the_typed_responses_decoder_takes_real_requests() {
     // What Codex sends: its first request of `codex exec` (0.169.0), and a long tool turn (the

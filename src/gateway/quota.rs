@@ -50,15 +50,16 @@ impl Ledger {
                 + usage.output_tokens as f64 * m.output_price)
                 / 1_000_000.0
         });
-        let tokens = usage.input_tokens + usage.output_tokens;
+        // Counts come from the upstream: a nonsense value must not overflow the day's totals.
+        let tokens = usage.input_tokens.saturating_add(usage.output_tokens);
         if let Ok(mut day) = self.day.lock() {
             if day.0 != today() {
                 *day = (today(), Totals::default(), BTreeMap::new());
             }
-            day.1.tokens += tokens;
+            day.1.tokens = day.1.tokens.saturating_add(tokens);
             day.1.cost_usd += cost;
             let per = day.2.entry(provider.to_string()).or_default();
-            per.tokens += tokens;
+            per.tokens = per.tokens.saturating_add(tokens);
             per.cost_usd += cost;
         }
     }

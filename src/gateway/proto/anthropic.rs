@@ -521,7 +521,10 @@ pub fn encode_request(request: &ir::Request, model: &str) -> Value {
             "thinking".into(),
             json!({"type": "enabled", "budget_tokens": budget}),
         );
-        let max = request.max_tokens.unwrap_or(8192).max(budget + 1024);
+        let max = request
+            .max_tokens
+            .unwrap_or(8192)
+            .max(budget.saturating_add(1024));
         out.insert("max_tokens".into(), json!(max));
     }
     if let Some(schema) = &request.json_schema {
@@ -619,7 +622,9 @@ fn usage_from(u: &Value) -> Usage {
     let cache_read = n("cache_read_input_tokens");
     let cache_write = n("cache_creation_input_tokens");
     Usage {
-        input_tokens: n("input_tokens") + cache_read + cache_write,
+        input_tokens: n("input_tokens")
+            .saturating_add(cache_read)
+            .saturating_add(cache_write),
         output_tokens: n("output_tokens"),
         cache_read_tokens: cache_read,
         cache_write_tokens: cache_write,

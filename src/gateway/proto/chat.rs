@@ -917,7 +917,7 @@ fn usage_from(u: &Value) -> Usage {
 fn usage_wire(u: &Usage) -> Value {
     json!({
         "prompt_tokens": u.input_tokens, "completion_tokens": u.output_tokens,
-        "total_tokens": u.input_tokens + u.output_tokens,
+        "total_tokens": u.input_tokens.saturating_add(u.output_tokens),
         "prompt_tokens_details": {"cached_tokens": u.cache_read_tokens},
         "completion_tokens_details": {"reasoning_tokens": u.reasoning_tokens},
     })

@@ -367,7 +367,7 @@ fn usage_from(u: &Value) -> Usage {
     let n = |k: &str| u.get(k).and_then(Value::as_u64).unwrap_or(0);
     Usage {
         input_tokens: n("promptTokenCount"),
-        output_tokens: n("candidatesTokenCount") + n("thoughtsTokenCount"),
+        output_tokens: n("candidatesTokenCount").saturating_add(n("thoughtsTokenCount")),
         cache_read_tokens: n("cachedContentTokenCount"),
         cache_write_tokens: 0,
         reasoning_tokens: n("thoughtsTokenCount"),
@@ -377,7 +377,7 @@ fn usage_from(u: &Value) -> Usage {
 fn usage_wire(u: &Usage) -> Value {
     json!({"promptTokenCount": u.input_tokens, "candidatesTokenCount": u.output_tokens.saturating_sub(u.reasoning_tokens),
         "thoughtsTokenCount": u.reasoning_tokens, "cachedContentTokenCount": u.cache_read_tokens,
-        "totalTokenCount": u.input_tokens + u.output_tokens})
+        "totalTokenCount": u.input_tokens.saturating_add(u.output_tokens)})
 }
 
 /// Parts of one candidate, with made-up ids for calls that have none.

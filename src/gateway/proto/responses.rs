@@ -717,7 +717,7 @@ fn usage_wire(u: &Usage) -> Value {
     json!({
         "input_tokens": u.input_tokens, "input_tokens_details": {"cached_tokens": u.cache_read_tokens},
         "output_tokens": u.output_tokens, "output_tokens_details": {"reasoning_tokens": u.reasoning_tokens},
-        "total_tokens": u.input_tokens + u.output_tokens,
+        "total_tokens": u.input_tokens.saturating_add(u.output_tokens),
     })
 }
 
