@@ -14,12 +14,7 @@ use crate::gateway::sse;
 // ---------------------------------------------------------------- requests
 
 pub fn decode_request(body: &[u8]) -> Result<ir::Request, ApiError> {
-    // The typed path takes every well-formed request; anything it does not take (including
-    // every malformed one) goes through the `Value` path, whose errors name the field.
-    match wire::decode(body) {
-        Some(request) => Ok(request),
-        None => decode_request_value(body),
-    }
+    wire::decode(body).map_or_else(|| decode_request_value(body), Ok)
 }
 
 /// Both decoding paths, for tests that hold them to the same answers.

@@ -35,12 +35,19 @@ pub fn custom_input(arguments: &str) -> String {
 // ---------------------------------------------------------------- requests
 
 pub fn decode_request(body: &[u8]) -> Result<ir::Request, ApiError> {
-    // As for Anthropic: the typed path takes the requests agents send; whatever it does not
-    // take (every malformed one among them) goes through the `Value` path, whose errors name
-    // the field.
-    match inbound::decode(body) {
-        Some(request) => Ok(request),
-        None => decode_request_value(body),
+    inbound::decode(body).map_or_else(|| decode_request_value(body), Ok)
+}
+
+/// A system or developer message: part of the system prompt until the conversation starts,
+/// then a system message where it stands.
+fn push_system(request: &mut ir::Request, text: ir::Text, seen_conversation: bool) {
+    if seen_conversation {
+        request.messages.push(Message {
+            role: Role::System,
+            parts: vec![Part::Text { text }],
+        });
+    } else {
+        request.system.push(text);
     }
 }
 
@@ -76,17 +83,11 @@ fn decode_request_value(body: &[u8]) -> Result<ir::Request, ApiError> {
         let path = format!("messages[{i}].");
         let role = json::req_str(message, "role", &path)?;
         match role {
-            "system" | "developer" => {
-                let text = text_of(message.get("content"), &format!("{path}content"))?;
-                if seen_conversation {
-                    request.messages.push(Message {
-                        role: Role::System,
-                        parts: vec![Part::Text { text }],
-                    });
-                } else {
-                    request.system.push(text);
-                }
-            }
+            "system" | "developer" => push_system(
+                &mut request,
+                text_of(message.get("content"), &format!("{path}content"))?,
+                seen_conversation,
+            ),
             "user" => {
                 seen_conversation = true;
                 let parts = decode_user_content(message.get("content"), &format!("{path}content"))?;
@@ -325,7 +326,7 @@ mod inbound {
     use serde_json::Value;
     use serde_json::value::RawValue;
 
-    use super::{push_tool_result, reasoning_of, tool_choice_of};
+    use super::{push_system, push_tool_result, reasoning_of, tool_choice_of};
     use crate::gateway::ir::{
         self, ImageSource, Message, Part, Role, Schema, Text, Tool, ToolCall, ToolKind,
     };
@@ -452,15 +453,7 @@ mod inbound {
         for Object(message) in wire.messages.unwrap_or_default() {
             match message.role?.as_str() {
                 "system" | "developer" => {
-                    let text = text_of(message.content)?;
-                    if seen_conversation {
-                        request.messages.push(Message {
-                            role: Role::System,
-                            parts: vec![Part::Text { text }],
-                        });
-                    } else {
-                        request.system.push(text);
-                    }
+                    push_system(&mut request, text_of(message.content)?, seen_conversation)
                 }
                 "user" => {
                     seen_conversation = true;

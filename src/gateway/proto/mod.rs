@@ -185,6 +185,11 @@ impl PendingCalls {
 }
 
 /// Decode a client request body.
+///
+/// Anthropic, Chat and Responses each have two decoders. A typed one, on owned wire types,
+/// takes the requests agents send and keeps their text as the JSON it arrived as. Whatever it
+/// does not take (every malformed request among them) goes to a `Value` one, whose errors name
+/// the field. Property tests hold the two to the same answers (`decode_request_both`).
 pub fn decode_request(
     protocol: Protocol,
     body: &[u8],

@@ -29,13 +29,7 @@ fn flat_name(namespace: Option<&str>, name: &str) -> String {
 // ---------------------------------------------------------------- requests
 
 pub fn decode_request(body: &[u8]) -> Result<ir::Request, ApiError> {
-    // As for Anthropic and Chat: the typed path takes the requests Codex sends; whatever it
-    // does not take (every malformed one among them) goes through the `Value` path, whose
-    // errors name the field.
-    match inbound::decode(body) {
-        Some(request) => Ok(request),
-        None => decode_request_value(body),
-    }
+    inbound::decode(body).map_or_else(|| decode_request_value(body), Ok)
 }
 
 /// Both decoding paths, for tests that hold them to the same answers.
