@@ -471,6 +471,11 @@ fn response_paths_agree(body: &[u8]) {
 fn the_typed_chat_response_decoder_takes_real_answers() {
     let body = rich_chat_response().to_string();
     response_paths_agree(body.as_bytes());
+    // Found by the property test: usage details given as a list are no details on both paths.
+    let mut listed = rich_chat_response();
+    listed["usage"]["completion_tokens_details"] = json!([5]);
+    listed["usage"]["prompt_tokens_details"] = json!([40, 7]);
+    response_paths_agree(listed.to_string().as_bytes());
     let answer = proto::chat::decode_response(body.as_bytes()).unwrap();
     assert_eq!(answer.parts.len(), 4, "{answer:?}");
     assert_eq!(

@@ -984,7 +984,7 @@ fn decode_response_typed(body: &[u8]) -> Option<ir::Response> {
         usage: completion
             .usage
             .as_ref()
-            .map(wire::Usage::to_ir)
+            .map(|usage| usage.0.to_ir())
             .unwrap_or_default(),
     })
 }
@@ -1183,7 +1183,7 @@ mod wire {
         pub model: Option<Str<'a>>,
         #[serde(borrow)]
         pub choices: Option<Vec<Object<Choice<'a>>>>,
-        pub usage: Option<Usage>,
+        pub usage: Option<Object<Usage>>,
     }
 
     /// Usage counts; a count of another type (a float, a string) makes the body take the
@@ -1193,8 +1193,10 @@ mod wire {
         prompt_tokens: Option<u64>,
         completion_tokens: Option<u64>,
         prompt_cache_hit_tokens: Option<u64>,
-        prompt_tokens_details: Option<PromptDetails>,
-        completion_tokens_details: Option<CompletionDetails>,
+        // `Object`: a derived struct also reads a list (`[5]`), which the `Value` path reads
+        // as no details.
+        prompt_tokens_details: Option<Object<PromptDetails>>,
+        completion_tokens_details: Option<Object<CompletionDetails>>,
     }
 
     #[derive(Deserialize)]
@@ -1211,7 +1213,7 @@ mod wire {
     impl Usage {
         /// The same reading as `usage_from` on the `Value` path.
         pub fn to_ir(&self) -> crate::gateway::ir::Usage {
-            let prompt = self.prompt_tokens_details.as_ref();
+            let prompt = self.prompt_tokens_details.as_ref().map(|d| &d.0);
             crate::gateway::ir::Usage {
                 input_tokens: self.prompt_tokens.unwrap_or(0),
                 output_tokens: self.completion_tokens.unwrap_or(0),
@@ -1223,7 +1225,7 @@ mod wire {
                 reasoning_tokens: self
                     .completion_tokens_details
                     .as_ref()
-                    .and_then(|d| d.reasoning_tokens)
+                    .and_then(|d| d.0.reasoning_tokens)
                     .unwrap_or(0),
             }
         }
@@ -1246,7 +1248,7 @@ mod wire {
         pub model: Option<Str<'a>>,
         #[serde(borrow)]
         pub choices: Option<Vec<Object<AnswerChoice<'a>>>>,
-        pub usage: Option<Usage>,
+        pub usage: Option<Object<Usage>>,
     }
 
     #[derive(Deserialize)]
@@ -1380,7 +1382,7 @@ impl Decoder {
                 self.stop = Some(stop);
             }
         }
-        if let Some(usage) = &chunk.usage {
+        if let Some(super::Object(usage)) = &chunk.usage {
             out.push(StreamEvent::Usage(usage.to_ir()));
         }
         Some(out)
