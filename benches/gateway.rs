@@ -61,8 +61,12 @@ fn main() {
             .enable_all()
             .build()
             .unwrap();
-        if args.iter().any(|a| a == "soak") {
-            runtime.block_on(soak::run());
+        if let Some(at) = args.iter().position(|a| a == "soak") {
+            let total = args
+                .get(at + 1)
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(soak::TOTAL);
+            runtime.block_on(soak::run(total));
         } else {
             runtime.block_on(soak::failover());
         }

@@ -77,10 +77,17 @@ impl EnvString {
             let after = &rest[start + 2..];
             let end = after
                 .find('}')
-                .ok_or_else(|| format!("`${{` without a closing `}}` in `{raw}`"))?;
+                // The value itself is never shown: it may be a key pasted in by mistake.
+                .ok_or_else(|| {
+                    "has `${` without a closing `}`; write `${NAME}` to use an environment variable"
+                        .to_string()
+                })?;
             let name = &after[..end];
             if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                return Err(format!("`${{{name}}}` is not a valid variable name"));
+                return Err(format!(
+                    "has `${{…}}` with a name that is not a variable name (letters, digits, `_`; {} characters given)",
+                    name.chars().count()
+                ));
             }
             match std::env::var(name) {
                 Ok(value) => out.push_str(&value),
@@ -319,6 +326,16 @@ pub struct GatewayConfig {
     pub breaker_cooldown_secs: u64,
     #[serde(default = "default_breaker_max_cooldown")]
     pub breaker_max_cooldown_secs: u64,
+    /// Seconds a request may wait for a rate-limited candidate to be free again before it is
+    /// answered with a 429 (never past `total_timeout_secs`).
+    #[serde(default = "default_rate_limit_wait")]
+    pub rate_limit_wait_secs: u64,
+    /// Different models of one key limited within `rate_limit_window_secs` that cool the whole
+    /// key (0: never; a 429 then cools only its model).
+    #[serde(default = "default_rate_limit_key_models")]
+    pub rate_limit_key_models: u32,
+    #[serde(default = "default_rate_limit_window")]
+    pub rate_limit_window_secs: u64,
 }
 
 impl Default for GatewayConfig {
@@ -337,6 +354,9 @@ impl Default for GatewayConfig {
             breaker_threshold: default_breaker_threshold(),
             breaker_cooldown_secs: default_breaker_cooldown(),
             breaker_max_cooldown_secs: default_breaker_max_cooldown(),
+            rate_limit_wait_secs: default_rate_limit_wait(),
+            rate_limit_key_models: default_rate_limit_key_models(),
+            rate_limit_window_secs: default_rate_limit_window(),
         }
     }
 }
@@ -441,6 +461,18 @@ fn default_breaker_cooldown() -> u64 {
 
 fn default_breaker_max_cooldown() -> u64 {
     900
+}
+
+fn default_rate_limit_wait() -> u64 {
+    5
+}
+
+fn default_rate_limit_key_models() -> u32 {
+    3
+}
+
+fn default_rate_limit_window() -> u64 {
+    60
 }
 
 fn default_max_body() -> usize {

@@ -82,4 +82,45 @@ impl Paths {
     pub fn log_dir(&self) -> PathBuf {
         self.state_dir.join("logs")
     }
+
+    /// The gateway's admin token (mode 0600).
+    pub fn admin_token_file(&self) -> PathBuf {
+        self.config_dir.join("admin-token")
+    }
+}
+
+/// Create `dir` (and its parents) with mode 0700, or check the one that is there: it must be a
+/// real directory owned by this user that no one else can write to. Another local user who
+/// made `/tmp/clutch-<uid>` first could otherwise plant pid files and sockets in it.
+pub fn ensure_private_dir(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let meta = std::fs::symlink_metadata(dir)
+        .map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+    let me = nix::unistd::geteuid().as_raw();
+    if !meta.is_dir() {
+        return Err(format!(
+            "refusing to use {}: it is not a directory (a link?); remove it and run again",
+            dir.display()
+        ));
+    }
+    if meta.uid() != me {
+        return Err(format!(
+            "refusing to use {}: it belongs to uid {}, not to you (uid {me}); remove it, or set XDG_RUNTIME_DIR or CLUTCH_HOME to a directory of your own",
+            dir.display(),
+            meta.uid()
+        ));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(format!(
+            "refusing to use {}: others can write to it (mode {:o}); `chmod 700` it and run again",
+            dir.display(),
+            meta.mode() & 0o777
+        ));
+    }
+    Ok(())
 }

@@ -369,10 +369,14 @@ fn every_fault_of_the_first_candidate() {
                     "{label}: rotated to the next key"
                 );
                 if case.name == "429 with Retry-After" {
+                    // The limit cools the model on that key, not the key.
+                    let pair = &keys["a"][0]["models"]["m1"];
                     assert!(
-                        keys["a"][0]["cooling_remaining_s"].as_f64().unwrap() > 25.0,
+                        pair["cooling_remaining_s"].as_f64().unwrap() > 25.0,
                         "{label}: {keys}"
                     );
+                    assert_eq!(pair["rule"], "retry_after", "{label}: {keys}");
+                    assert_eq!(keys["a"][0]["cooling_remaining_s"], 0.0, "{label}: {keys}");
                 }
             }
         }

@@ -75,6 +75,22 @@ pub struct Breakers {
     file: Option<PathBuf>,
 }
 
+/// Breakers saved by an earlier run; a corrupt file is moved aside with a warning that names
+/// it, and the gateway starts with every breaker closed.
+fn restore(file: &std::path::Path) -> BTreeMap<String, Breaker> {
+    let Ok(bytes) = std::fs::read(file) else {
+        return BTreeMap::new();
+    };
+    match serde_json::from_slice(&bytes) {
+        Ok(saved) => saved,
+        Err(err) => {
+            tracing::warn!(file = %file.display(), error = %err, "breaker state is corrupt; moving it aside");
+            crate::sidecar::state::set_aside(file, &err.to_string());
+            BTreeMap::new()
+        }
+    }
+}
+
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -84,11 +100,7 @@ pub fn now_ms() -> u64 {
 impl Breakers {
     /// Breakers saved in `file` (if any) are restored.
     pub fn new(settings: Settings, file: Option<PathBuf>) -> Breakers {
-        let saved = file
-            .as_ref()
-            .and_then(|f| std::fs::read(f).ok())
-            .and_then(|b| serde_json::from_slice::<BTreeMap<String, Breaker>>(&b).ok())
-            .unwrap_or_default();
+        let saved = file.as_ref().map(|f| restore(f)).unwrap_or_default();
         Breakers {
             settings,
             breakers: Mutex::new(saved),
@@ -106,9 +118,9 @@ impl Breakers {
             if let Some(dir) = file.parent() {
                 let _ = std::fs::create_dir_all(dir);
             }
-            let tmp = file.with_extension("tmp");
-            if std::fs::write(&tmp, serde_json::to_vec(breakers).unwrap_or_default()).is_ok() {
-                let _ = std::fs::rename(&tmp, file);
+            let bytes = serde_json::to_vec(breakers).unwrap_or_default();
+            if let Err(err) = crate::sidecar::state::write_private(file, &bytes) {
+                tracing::warn!(file = %file.display(), error = %err, "cannot save the breakers");
             }
         }
     }

@@ -24,8 +24,11 @@ use super::upstream::{self, Provider, Timeouts, UpstreamResponse};
 /// How a failed attempt should be handled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Class {
-    /// 429/529: rotate to the provider's next key, then the next candidate.
+    /// 429/529: this model cools on this key; the next key, then the next candidate.
     RateLimited,
+    /// The provider says the key or account is spent (insufficient quota, no credits): the
+    /// whole key cools; the next key, then the next candidate.
+    QuotaExhausted,
     /// 5xx, connection failure, timeout: retry the same candidate, then the next.
     Retryable,
     /// Rejected key, unknown model: the next candidate.
@@ -63,12 +66,26 @@ impl Failure {
         Failure { error, class }
     }
 
-    /// Classify an error event a stream opened with.
+    /// Classify an error event a stream opened with, or an error a 200 answer carried.
     fn from_event(error: ApiError) -> Failure {
         let class = match error.kind {
             ErrorKind::RateLimit => Class::RateLimited,
             ErrorKind::InvalidRequest if is_context_length(&error.message) => Class::ContextLength,
             ErrorKind::InvalidRequest => Class::Client,
+            ErrorKind::Authentication | ErrorKind::Permission | ErrorKind::NotFound => Class::Skip,
+            _ => Class::Retryable,
+        };
+        Failure { error, class }
+    }
+}
+
+impl Failure {
+    /// A 200 whose body could not be read as an answer: a rate limit or a rejected key it
+    /// reports is classed as such (never a fault of the model); anything else is the
+    /// upstream's fault, retried and counted.
+    fn from_answer(error: ApiError) -> Failure {
+        let class = match error.kind {
+            ErrorKind::RateLimit => Class::RateLimited,
             ErrorKind::Authentication | ErrorKind::Permission | ErrorKind::NotFound => Class::Skip,
             _ => Class::Retryable,
         };
@@ -228,10 +245,14 @@ impl Call {
             .and_then(Result::ok)
             .map(|collected| collected.to_bytes())
             .unwrap_or_default();
-        Err(Failure::from_status(
+        let mut failure = Failure::from_status(
             upstream::status_error(&self.provider, status, retry_after, &body),
             Some(status),
-        ))
+        );
+        if matches!(status, 402 | 429) && super::ratelimit::says_exhausted(status, &body) {
+            failure.class = Class::QuotaExhausted;
+        }
+        Err(failure)
     }
 
     async fn whole_body(&self, response: UpstreamResponse) -> Result<Bytes, Failure> {
@@ -313,8 +334,11 @@ impl Call {
         };
         if !self.stream {
             let body = self.whole_body(response).await?;
-            if let Ok(answer) = proto::decode_response(protocol, &body) {
-                self.record_usage(&answer.usage);
+            // Forwarded, but read first: a 200 that is not the protocol's answer (an HTML
+            // page, an error object) is the upstream's fault, never a 200 to the client.
+            match proto::decode_response(protocol, &body) {
+                Ok(answer) => self.record_usage(&answer.usage),
+                Err(error) => return Err(Failure::from_answer(self.named(error))),
             }
             return Ok(Response::builder()
                 .status(200)
@@ -335,7 +359,7 @@ impl Call {
         };
         let mut usage = ir::Usage::default();
         match decoder.event(&first) {
-            Err(error) => return Err(Failure::from_event(error)),
+            Err(error) => return Err(Failure::from_event(self.scrubbed(error))),
             Ok(events) => track_usage(&mut usage, &events),
         }
         Ok(Relay {
@@ -365,7 +389,7 @@ impl Call {
         if !self.stream {
             let body = self.whole_body(response).await?;
             let answer = proto::decode_response(self.provider.format, &body)
-                .map_err(|error| Failure::new(self.named(error), Class::Retryable))?;
+                .map_err(|error| Failure::from_answer(self.named(error)))?;
             self.record_usage(&answer.usage);
             if let Some(why) = soft_failure(request, &answer) {
                 return Err(Failure::new(
@@ -442,8 +466,15 @@ impl Call {
         );
     }
 
-    /// Prefix an upstream's own error message with the provider's name.
+    /// An upstream's own error without secrets, for a client of the same protocol.
+    fn scrubbed(&self, mut error: ApiError) -> ApiError {
+        error.message = self.provider.scrub(&error.message);
+        error
+    }
+
+    /// Prefix an upstream's own error message (scrubbed) with the provider's name.
     fn named(&self, mut error: ApiError) -> ApiError {
+        error.message = self.provider.scrub(&error.message);
         if !error.message.starts_with("provider ") {
             error.message = format!("provider `{}`: {}", self.provider.name, error.message);
         }
@@ -473,7 +504,7 @@ impl Call {
                     ),
                     ..error
                 };
-                return Err(Failure::new(self.named(error), Class::Retryable));
+                return Err(Failure::from_answer(self.named(error)));
             }
         };
         let request = match request {
@@ -661,7 +692,7 @@ impl Relay {
             Err(error) => {
                 let error = match self.encoder {
                     Some(_) => self.call.named(error),
-                    None => error,
+                    None => self.call.scrubbed(error),
                 };
                 self.fail(&error, out);
             }

@@ -7,7 +7,9 @@ pub mod call;
 pub mod ir;
 pub mod proto;
 pub mod quota;
+pub mod ratelimit;
 pub mod route;
+pub mod secrets;
 pub mod server;
 pub mod sse;
 pub mod upstream;
@@ -26,6 +28,7 @@ use crate::error::Error;
 use crate::paths::Paths;
 use ir::{ApiError, ErrorKind};
 use proto::Protocol;
+use ratelimit::KeyPool;
 use upstream::{Provider, Timeouts};
 
 /// Everything a request handler needs, shared by all requests.
@@ -55,6 +58,7 @@ pub struct Routing {
     token: Option<String>,
     allow: Vec<IpAddr>,
     pub limits: quota::Limits,
+    pub rate_limits: ratelimit::Settings,
 }
 
 impl Routing {
@@ -92,78 +96,8 @@ impl Routing {
                 .map(|t| t.as_str().to_string()),
             allow: config.gateway.allow.clone(),
             limits: quota::Limits::new(&config.quotas),
+            rate_limits: ratelimit::Settings::from_config(&config.gateway),
         })
-    }
-}
-
-/// Per-provider key health: a key that keeps getting 429s (or was told to wait) cools down.
-#[derive(Default)]
-pub struct KeyPool {
-    /// provider -> per key (consecutive 429s, cooling until unix ms)
-    keys: std::sync::Mutex<BTreeMap<String, Vec<(u32, u64)>>>,
-}
-
-/// Consecutive 429s after which a key cools down even without `Retry-After`.
-const KEY_429_LIMIT: u32 = 3;
-const KEY_COOLDOWN_MS: u64 = 60_000;
-
-impl KeyPool {
-    /// The keys to try for one request, in order (each at most once); `None` stands for a
-    /// provider with no key at all.
-    pub fn usable(&self, provider: &str, count: usize, now: u64) -> Vec<Option<usize>> {
-        if count == 0 {
-            return vec![None];
-        }
-        let keys = self
-            .keys
-            .lock()
-            .map(|k| k.get(provider).cloned().unwrap_or_default())
-            .unwrap_or_default();
-        (0..count)
-            .filter(|i| keys.get(*i).is_none_or(|(_, until)| *until <= now))
-            .map(Some)
-            .collect()
-    }
-
-    pub fn rate_limited(&self, provider: &str, key: usize, retry_after: Option<u64>, now: u64) {
-        if let Ok(mut all) = self.keys.lock() {
-            let keys = all.entry(provider.to_string()).or_default();
-            if keys.len() <= key {
-                keys.resize(key + 1, (0, 0));
-            }
-            let state = &mut keys[key];
-            state.0 += 1;
-            if let Some(seconds) = retry_after {
-                state.1 = now + seconds * 1000;
-            } else if state.0 >= KEY_429_LIMIT {
-                state.1 = now + KEY_COOLDOWN_MS;
-            }
-        }
-    }
-
-    pub fn succeeded(&self, provider: &str, key: usize) {
-        if let Ok(mut all) = self.keys.lock()
-            && let Some(state) = all.get_mut(provider).and_then(|k| k.get_mut(key))
-        {
-            *state = (0, 0);
-        }
-    }
-
-    /// `GET /api/keys`: key positions and their state, never the keys.
-    pub fn to_json(&self, now: u64) -> Value {
-        let all = self.keys.lock().map(|k| k.clone()).unwrap_or_default();
-        let providers: serde_json::Map<String, Value> = all
-            .into_iter()
-            .map(|(provider, keys)| {
-                let list: Vec<Value> = keys
-                    .iter()
-                    .enumerate()
-                    .map(|(i, (n, until))| json!({"key": i, "consecutive_429": n, "cooling_remaining_s": until.saturating_sub(now) as f64 / 1000.0}))
-                    .collect();
-                (provider, Value::Array(list))
-            })
-            .collect();
-        Value::Object(providers)
     }
 }
 

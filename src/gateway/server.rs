@@ -381,7 +381,11 @@ async fn model_call(
 
 /// Try the plan's candidates in order until one commits: skip open breakers, rotate keys on
 /// rate limits, retry transient faults a bounded number of times, and return a client error
-/// at once. When every candidate fails, one error lists each attempt and why.
+/// at once. A rate limit cools only what it names (see [`super::ratelimit`]); when nothing is
+/// left but cooling candidates, the request waits for the soonest one if that is within
+/// `gateway.rate_limit_wait_secs` and the overall deadline, and is otherwise answered as a
+/// rate limit with that candidate's `Retry-After`. When every candidate fails, one error
+/// lists each attempt and why.
 #[allow(clippy::too_many_arguments)]
 async fn cascade(
     gateway: &Arc<Gateway>,
@@ -394,124 +398,205 @@ async fn cascade(
     query: Option<&str>,
     headers: &HeaderMap,
 ) -> (Response, Option<String>) {
+    let now = tokio::time::Instant::now();
+    let deadline = now
+        .checked_add(routing.timeouts.total)
+        .unwrap_or(now + std::time::Duration::from_secs(86_400 * 365));
+    let limits = routing.rate_limits;
     let mut attempts: Vec<String> = Vec::new();
     let mut last: Option<ApiError> = None;
-    let mut all_rate_limited = true;
     let mut quota_skips: Vec<String> = Vec::new();
-    for target in &plan.candidates {
-        let id = format!("{}|{}", target.provider, target.model);
-        let Some(provider) = routing.providers.get(&target.provider) else {
-            attempts.push(format!("{id}: provider not configured"));
-            continue;
-        };
-        if let Err(reason) =
-            routing
-                .limits
-                .take(&provider.name, &id, breaker::now_ms(), &gateway.ledger)
-        {
-            attempts.push(format!("{id}: skipped, {reason}"));
-            quota_skips.push(reason);
-            continue;
-        }
-        if !gateway.breakers.allow(&id, breaker::now_ms()) {
-            attempts.push(format!("{id}: skipped, its circuit breaker is open"));
-            continue;
-        }
-        let mut usable =
-            gateway
-                .keys
-                .usable(&provider.name, provider.keys.len(), breaker::now_ms());
-        if usable.is_empty() && plan.candidates.len() == 1 {
-            // With nowhere else to go, let the provider itself say whether it still limits us.
-            usable = vec![Some(0)];
-        }
-        let mut keys = usable.into_iter();
-        let mut key = match keys.next() {
-            Some(key) => key,
-            None => {
+    // Candidates that failed for good in this request; only rate-limited ones come round again.
+    let mut done = vec![false; plan.candidates.len()];
+    let mut waited_ms = 0u64;
+    let mut out_of_time = false;
+    loop {
+        // When the soonest rate-limited candidate is free again (unix ms).
+        let mut soonest: Option<u64> = None;
+        'candidates: for (index, target) in plan.candidates.iter().enumerate() {
+            if done[index] {
+                continue;
+            }
+            let id = format!("{}|{}", target.provider, target.model);
+            let Some(provider) = routing.providers.get(&target.provider) else {
+                attempts.push(format!("{id}: provider not configured"));
+                done[index] = true;
+                continue;
+            };
+            let key_count = provider.keys.len();
+            let usable =
+                gateway
+                    .keys
+                    .usable(&provider.name, &target.model, key_count, breaker::now_ms());
+            if usable.is_empty() {
+                let now = breaker::now_ms();
+                let free = gateway
+                    .keys
+                    .free_at(&provider.name, &target.model, key_count, now);
+                soonest = Some(soonest.map_or(free, |s| s.min(free)));
                 attempts.push(format!(
-                    "{id}: skipped, every key is cooling down after rate limits"
+                    "{id}: skipped, {}",
+                    gateway
+                        .keys
+                        .why_cooling(&provider.name, &target.model, key_count, now)
                 ));
                 continue;
             }
-        };
-        let mut retries = routing.retries;
-        loop {
-            let call = Call {
-                gateway: gateway.clone(),
-                protocol,
-                provider: provider.clone(),
-                model: target.model.clone(),
-                stream,
-                timeouts: routing.timeouts,
-                key,
-            };
-            let outcome = if provider.format == protocol {
-                call.forward(body.clone(), &request.model_span, query, headers)
-                    .await
-            } else {
-                call.translate(request).await
-            };
-            let failure = match outcome {
-                Ok(response) => {
-                    gateway.breakers.success(&id);
-                    if let Some(k) = key {
-                        gateway.keys.succeeded(&provider.name, k);
+            if let Err(reason) =
+                routing
+                    .limits
+                    .take(&provider.name, &id, breaker::now_ms(), &gateway.ledger)
+            {
+                attempts.push(format!("{id}: skipped, {reason}"));
+                quota_skips.push(reason);
+                done[index] = true;
+                continue;
+            }
+            if !gateway.breakers.allow(&id, breaker::now_ms()) {
+                attempts.push(format!("{id}: skipped, its circuit breaker is open"));
+                done[index] = true;
+                continue;
+            }
+            let mut keys = usable.into_iter();
+            let mut key = keys.next().flatten();
+            let mut retries = routing.retries;
+            loop {
+                let Some(timeouts) = routing.timeouts.within(deadline) else {
+                    out_of_time = true;
+                    break 'candidates;
+                };
+                let call = Call {
+                    gateway: gateway.clone(),
+                    protocol,
+                    provider: provider.clone(),
+                    model: target.model.clone(),
+                    stream,
+                    timeouts,
+                    key,
+                };
+                let outcome = if provider.format == protocol {
+                    call.forward(body.clone(), &request.model_span, query, headers)
+                        .await
+                } else {
+                    call.translate(request).await
+                };
+                let failure = match outcome {
+                    Ok(response) => {
+                        gateway.breakers.success(&id);
+                        gateway
+                            .keys
+                            .succeeded(&provider.name, key.unwrap_or(0), &target.model);
+                        return (response, Some(id));
                     }
-                    return (response, Some(id));
-                }
-                Err(failure) => failure,
-            };
-            attempts.push(format!("{id}: {}", failure.error.message));
-            all_rate_limited &= failure.class == Class::RateLimited;
-            let now = breaker::now_ms();
-            match failure.class {
-                Class::Client => return (error_response(protocol, &failure.error), None),
-                Class::RateLimited => {
-                    if let Some(k) = key {
-                        gateway.keys.rate_limited(
+                    Err(failure) => failure,
+                };
+                let now = breaker::now_ms();
+                let mut attempt = format!("{id}: {}", failure.error.message);
+                match failure.class {
+                    Class::Client => return (error_response(protocol, &failure.error), None),
+                    Class::RateLimited | Class::QuotaExhausted => {
+                        // A rate limit is not a fault of the model: no breaker is touched.
+                        let slot = key.unwrap_or(0);
+                        let limit = gateway.keys.rate_limited(
                             &provider.name,
-                            k,
+                            slot,
+                            &target.model,
                             failure.error.retry_after,
+                            failure.class == Class::QuotaExhausted,
+                            &limits,
                             now,
                         );
+                        attempt.push_str(&format!(" ({})", limit.describe(slot, &target.model, now)));
+                        attempts.push(attempt);
+                        last = Some(failure.error);
+                        // The next key still free for this model (a key-wide rule may have
+                        // just ruled out more than the one that was limited).
+                        let still = gateway
+                            .keys
+                            .usable(&provider.name, &target.model, key_count, now);
+                        match keys.by_ref().find(|k| still.contains(k)) {
+                            Some(next) => key = next,
+                            None => {
+                                let free = gateway
+                                    .keys
+                                    .free_at(&provider.name, &target.model, key_count, now);
+                                soonest = Some(soonest.map_or(free, |s| s.min(free)));
+                                break;
+                            }
+                        }
+                        continue;
                     }
-                    last = Some(failure.error);
-                    match keys.next() {
-                        Some(next) => key = next,
-                        None => break,
+                    Class::Retryable => {
+                        attempts.push(attempt);
+                        gateway
+                            .breakers
+                            .failure(&id, now, false, &failure.error.message);
+                        last = Some(failure.error);
+                        if retries == 0 || !gateway.breakers.allow(&id, now) {
+                            done[index] = true;
+                            break;
+                        }
+                        retries -= 1;
                     }
-                }
-                Class::Retryable => {
-                    gateway
-                        .breakers
-                        .failure(&id, now, false, &failure.error.message);
-                    last = Some(failure.error);
-                    if retries == 0 || !gateway.breakers.allow(&id, now) {
+                    Class::Skip | Class::Soft => {
+                        attempts.push(attempt);
+                        let soft = failure.class == Class::Soft;
+                        gateway
+                            .breakers
+                            .failure(&id, now, soft, &failure.error.message);
+                        last = Some(failure.error);
+                        done[index] = true;
                         break;
                     }
-                    retries -= 1;
-                }
-                Class::Skip => {
-                    gateway
-                        .breakers
-                        .failure(&id, now, false, &failure.error.message);
-                    last = Some(failure.error);
-                    break;
-                }
-                Class::Soft => {
-                    gateway
-                        .breakers
-                        .failure(&id, now, true, &failure.error.message);
-                    last = Some(failure.error);
-                    break;
-                }
-                Class::ContextLength => {
-                    last = Some(failure.error);
-                    break;
+                    Class::ContextLength => {
+                        attempts.push(attempt);
+                        last = Some(failure.error);
+                        done[index] = true;
+                        break;
+                    }
                 }
             }
         }
+        let Some(free) = soonest.filter(|_| !out_of_time) else {
+            break;
+        };
+        // Nothing left but rate-limited candidates: wait for the soonest, within bounds.
+        let wait_ms = free.saturating_sub(breaker::now_ms()).max(MIN_RATE_LIMIT_WAIT_MS);
+        let before_deadline = deadline
+            .saturating_duration_since(tokio::time::Instant::now())
+            .as_millis() as u64;
+        if waited_ms + wait_ms <= limits.max_wait_ms && wait_ms < before_deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(wait_ms)).await;
+            waited_ms += wait_ms;
+            continue;
+        }
+        let seconds = free.saturating_sub(breaker::now_ms()).div_ceil(1000).max(1);
+        let count = plan.candidates.len();
+        let error = ApiError {
+            status: 429,
+            kind: ErrorKind::RateLimit,
+            message: format!(
+                "rate-limited: {} free again in {seconds} s (retry then); {}",
+                if count == 1 {
+                    "the only candidate is".to_string()
+                } else {
+                    format!("the soonest of {count} candidates is")
+                },
+                attempts.join("; ")
+            ),
+            retry_after: Some(seconds),
+        };
+        return (error_response(protocol, &error), None);
+    }
+    if out_of_time {
+        attempts.push(
+            "no time left: the request's overall deadline (gateway.total_timeout_secs) passed"
+                .into(),
+        );
+        last = Some(ApiError::new(
+            ErrorKind::Timeout,
+            "the request's overall deadline passed",
+        ));
     }
     if last.is_none() && !quota_skips.is_empty() && quota_skips.len() == attempts.len() {
         return (
@@ -520,9 +605,10 @@ async fn cascade(
         );
     }
     let mut error = last.unwrap_or_else(|| ApiError::upstream("no candidate could be tried"));
-    if !all_rate_limited && error.status == 429 {
+    if error.status == 429 {
         error.status = 502;
         error.kind = ErrorKind::Api;
+        error.retry_after = None;
     }
     let count = plan.candidates.len();
     error.message = format!(
@@ -532,6 +618,10 @@ async fn cascade(
     );
     (error_response(protocol, &error), None)
 }
+
+/// A rate-limited request waits at least this long before it tries again, so a provider that
+/// answers `Retry-After: 0` is not called in a tight loop.
+const MIN_RATE_LIMIT_WAIT_MS: u64 = 250;
 
 /// Gemini CLI asks a small model to score each prompt's complexity (a JSON object matching
 /// a schema) before the main call. The gateway routes by profile anyway, so it answers that

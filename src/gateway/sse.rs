@@ -23,6 +23,9 @@ pub struct Parser {
     name: Option<String>,
     data: Option<String>,
     consumed: usize,
+    /// How far past `consumed` the buffer is known to hold no newline, so a long line that
+    /// arrives in many chunks is scanned once, not once per chunk.
+    scanned: usize,
 }
 
 /// Events larger than this are a broken upstream, not a real answer.
@@ -39,9 +42,12 @@ impl Parser {
         let mut events = Vec::new();
         loop {
             let rest = &self.buffer[self.consumed..];
-            let Some(newline) = memchr::memchr(b'\n', rest) else {
+            let Some(newline) = memchr::memchr(b'\n', &rest[self.scanned..]) else {
+                self.scanned = rest.len();
                 break;
             };
+            let newline = newline + self.scanned;
+            self.scanned = 0;
             let mut line = &rest[..newline];
             if line.last() == Some(&b'\r') {
                 line = &line[..line.len() - 1];
@@ -60,7 +66,11 @@ impl Parser {
                 events.push(event);
             }
         }
-        if self.consumed > MAX_EVENT_BYTES {
+        // What is held is the unfinished event: the lines read so far and the partial one.
+        if self.buffer.len() > MAX_EVENT_BYTES {
+            self.buffer = BytesMut::new();
+            self.consumed = 0;
+            self.scanned = 0;
             return Err(format!("an event exceeds {MAX_EVENT_BYTES} bytes"));
         }
         Ok(events)
@@ -72,6 +82,7 @@ impl Parser {
             let rest = String::from_utf8_lossy(&self.buffer[self.consumed..]);
             field(&mut self.name, &mut self.data, rest.trim_end_matches('\r'));
             self.consumed = self.buffer.len();
+            self.scanned = 0;
         }
         self.dispatch()
     }
@@ -145,6 +156,30 @@ fn write_name(out: &mut Vec<u8>, name: Option<&str>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_line_without_end_is_refused_once_it_holds_too_much() {
+        let mut parser = Parser::new();
+        let chunk = vec![b'x'; 1024 * 1024];
+        parser.push(b"data: ").unwrap();
+        let mut pushed = 0;
+        let error = loop {
+            match parser.push(&chunk) {
+                Ok(events) => assert!(events.is_empty()),
+                Err(error) => break error,
+            }
+            pushed += chunk.len();
+            assert!(pushed <= MAX_EVENT_BYTES + chunk.len(), "never refused");
+        };
+        assert!(error.contains("exceeds"), "{error}");
+        assert!(parser.buffer.capacity() <= MAX_EVENT_BYTES, "the buffer was let go");
+        // Many small events in a row are never refused, whatever their total.
+        let mut parser = Parser::new();
+        for _ in 0..40 {
+            let events = parser.push(&[b"data: ", &chunk[..], b"\n\n"].concat()).unwrap();
+            assert_eq!(events.len(), 1);
+        }
+    }
 
     #[test]
     fn events_split_anywhere_parse_the_same() {

@@ -77,6 +77,12 @@ impl Provider {
         Ok(provider)
     }
 
+    /// `text` (an upstream's error message) without this provider's keys or anything shaped
+    /// like a key.
+    pub fn scrub(&self, text: &str) -> String {
+        super::secrets::scrub(text, &self.keys)
+    }
+
     /// The endpoint as a parsed URL, reusing the one parsed at start-up when it applies.
     pub fn endpoint(
         &self,
@@ -175,6 +181,20 @@ pub struct Timeouts {
 }
 
 impl Timeouts {
+    /// These timeouts cut to what is left before `deadline`, the request's overall one;
+    /// `None` when nothing is left.
+    pub fn within(self, deadline: tokio::time::Instant) -> Option<Timeouts> {
+        let left = deadline.checked_duration_since(tokio::time::Instant::now())?;
+        if left.is_zero() {
+            return None;
+        }
+        Some(Timeouts {
+            first_byte: self.first_byte.min(left),
+            idle: self.idle.min(left),
+            total: self.total.min(left),
+        })
+    }
+
     pub fn from_config(config: &GatewayConfig) -> Timeouts {
         Timeouts {
             first_byte: Duration::from_secs(config.first_byte_timeout_secs),
@@ -284,7 +304,7 @@ pub fn status_error(
     retry_after: Option<u64>,
     body: &[u8],
 ) -> ApiError {
-    let message = super::proto::upstream_error_message(body);
+    let message = provider.scrub(&super::proto::upstream_error_message(body));
     match status {
         401 | 403 => ApiError {
             status: 502,

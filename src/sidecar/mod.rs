@@ -8,7 +8,6 @@ pub mod state;
 pub mod supervisor;
 
 use std::fs::File;
-use std::os::unix::fs::DirBuilderExt as _;
 use std::os::unix::process::CommandExt as _;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -80,11 +79,7 @@ pub fn health(url: &str, timeout: Duration) -> Result<String, String> {
 }
 
 pub fn create_private_dir(dir: &Path) -> Result<(), Error> {
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))
+    crate::paths::ensure_private_dir(dir).map_err(Error::Usage)
 }
 
 /// The hidden entry points both binaries re-execute themselves with: `__supervise` (the

@@ -2,7 +2,6 @@
 //! files under the runtime dir), and the process facts used to tell our processes from
 //! anyone else's: a pid only counts as ours while its start time matches the recorded one.
 
-use std::fs::File;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -67,22 +66,73 @@ pub fn now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// Write `value` as JSON atomically (temp file, then rename).
+/// Write `value` as JSON atomically (temp file, then rename), readable by this user only.
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
+    write_private(
+        path,
+        &serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?,
+    )
+}
+
+/// Write `bytes` to `path` atomically with mode 0600.
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt as _;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let mut file = File::create(&tmp)?;
-    file.write_all(&serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?)?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    file.write_all(bytes)?;
     file.sync_all()?;
     std::fs::rename(&tmp, path)
 }
 
-/// Read the state file; a missing or corrupt one is no state.
+/// Read the state file; a missing one is no state, a corrupt one is moved aside with a
+/// warning, and one that is not safely ours (see [`trusted`]) is ignored.
 pub fn read_state(paths: &Paths) -> Option<SupervisorState> {
-    let text = std::fs::read(state_file(paths)).ok()?;
-    serde_json::from_slice(&text).ok()
+    let path = state_file(paths);
+    if !trusted(&path) {
+        return None;
+    }
+    let text = std::fs::read(&path).ok()?;
+    match serde_json::from_slice(&text) {
+        Ok(state) => Some(state),
+        Err(err) => {
+            set_aside(&path, &err.to_string());
+            None
+        }
+    }
+}
+
+/// Move a corrupt file out of the way, keeping it for a look, and say so on stderr.
+pub fn set_aside(path: &Path, why: &str) {
+    let aside = path.with_extension(format!("corrupt-{}", now()));
+    if std::fs::rename(path, &aside).is_ok() {
+        eprintln!(
+            "warning: {} was unreadable ({why}); moved it to {} and started afresh",
+            path.display(),
+            aside.display()
+        );
+    }
+}
+
+/// Whether a pid or state file may be acted on: a plain file owned by this user, in a
+/// directory that only this user can write to. Anything else may have been planted.
+pub fn trusted(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    let me = nix::unistd::geteuid().as_raw();
+    let private = |meta: &std::fs::Metadata| meta.uid() == me && meta.mode() & 0o022 == 0;
+    let file_ok = std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file() && private(&m));
+    let dir_ok = path
+        .parent()
+        .and_then(|dir| std::fs::symlink_metadata(dir).ok())
+        .is_some_and(|m| m.is_dir() && private(&m));
+    file_ok && dir_ok
 }
 
 /// A recorded pid, as written to `<service>.pid`.
@@ -92,8 +142,11 @@ pub struct PidRecord {
     pub pid_start: Option<u64>,
 }
 
-/// Read a pid file; a corrupt one is reported as `None`.
+/// Read a pid file; a corrupt one, or one not safely ours ([`trusted`]), is `None`.
 pub fn read_pid(path: &Path) -> Option<PidRecord> {
+    if !trusted(path) {
+        return None;
+    }
     let text = std::fs::read_to_string(path).ok()?;
     serde_json::from_str(&text).ok()
 }
@@ -106,13 +159,25 @@ pub fn start_time(pid: u32) -> Option<u64> {
     rest.split_whitespace().nth(19)?.parse().ok()
 }
 
-/// Whether `pid` is still the process that was recorded (not a reused pid).
+/// Whether `pid` is still the process that was recorded (not a reused pid), and this user's.
 pub fn is_same_process(pid: u32, recorded_start: Option<u64>) -> bool {
     match (start_time(pid), recorded_start) {
-        (Some(now), Some(then)) => now == then,
+        (Some(now), Some(then)) => now == then && owner(pid) == Some(nix::unistd::getuid().as_raw()),
         (Some(_), None) => false,
         (None, _) => false,
     }
+}
+
+/// The real uid `pid` runs as.
+fn owner(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// The command line of `pid`, for messages.

@@ -213,6 +213,8 @@ fn magic_reply(body: &Value, default_text: &str) -> Option<Reply> {
 struct State {
     requests: Vec<Recorded>,
     script: VecDeque<Reply>,
+    /// Replies for calls that ask for one model, taken before the shared script.
+    by_model: std::collections::HashMap<String, VecDeque<Reply>>,
 }
 
 struct Shared {
@@ -286,6 +288,18 @@ impl FakeUpstream {
     /// Queue replies for the next model calls, in order.
     pub fn script(&self, replies: impl IntoIterator<Item = Reply>) {
         self.shared.state.lock().unwrap().script.extend(replies);
+    }
+
+    /// Queue replies for the next calls that ask for `model`, in order.
+    pub fn script_model(&self, model: &str, replies: impl IntoIterator<Item = Reply>) {
+        self.shared
+            .state
+            .lock()
+            .unwrap()
+            .by_model
+            .entry(model.to_string())
+            .or_default()
+            .extend(replies);
     }
 
     pub fn requests(&self) -> Vec<Recorded> {
@@ -370,13 +384,14 @@ fn handle(
     };
     let reply = {
         let mut state = shared.state.lock().unwrap();
+        let model = record.model();
         state.requests.push(record);
         let reply = if protocol == Protocol::Other || is_gemini_router_call(&body_json) {
             None
         } else {
-            state
-                .script
-                .pop_front()
+            model
+                .and_then(|m| state.by_model.get_mut(&m).and_then(VecDeque::pop_front))
+                .or_else(|| state.script.pop_front())
                 .or_else(|| magic_reply(&body_json, &shared.default_text))
         };
         shared.changed.notify_all();
