@@ -51,6 +51,26 @@ pub fn parse_toml<T: DeserializeOwned>(text: &str, origin: &str) -> Result<T, Co
     })
 }
 
+/// The line where `key` is set in `[section]` (1 when it is not written there).
+fn key_line(text: &str, section: &str, key: &str) -> usize {
+    let mut current = String::new();
+    for (index, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            current = name.trim().to_string();
+            continue;
+        }
+        let Some((name, _)) = line.split_once('=') else {
+            continue;
+        };
+        let name = name.trim();
+        if (current == section && name == key) || name == format!("{section}.{key}") {
+            return index + 1;
+        }
+    }
+    1
+}
+
 fn line_column(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
@@ -336,6 +356,20 @@ pub struct GatewayConfig {
     pub rate_limit_key_models: u32,
     #[serde(default = "default_rate_limit_window")]
     pub rate_limit_window_secs: u64,
+    /// Largest upstream answer (a non-streamed body) the gateway reads; larger ones are the
+    /// upstream's fault.
+    #[serde(default = "default_max_answer")]
+    pub max_answer_bytes: usize,
+    /// Model calls served at once; more get a 503 with `Retry-After`.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+    /// Request body bytes held at once across all calls; a call that would pass it gets a 503.
+    #[serde(default = "default_max_held_body")]
+    pub max_held_body_bytes: usize,
+    /// Seconds a client has to send a request's headers (and an idle connection stays open),
+    /// and the longest gap allowed while its body arrives.
+    #[serde(default = "default_header_read_timeout")]
+    pub header_read_timeout_secs: u64,
 }
 
 impl Default for GatewayConfig {
@@ -357,6 +391,10 @@ impl Default for GatewayConfig {
             rate_limit_wait_secs: default_rate_limit_wait(),
             rate_limit_key_models: default_rate_limit_key_models(),
             rate_limit_window_secs: default_rate_limit_window(),
+            max_answer_bytes: default_max_answer(),
+            max_in_flight: default_max_in_flight(),
+            max_held_body_bytes: default_max_held_body(),
+            header_read_timeout_secs: default_header_read_timeout(),
         }
     }
 }
@@ -475,6 +513,22 @@ fn default_rate_limit_window() -> u64 {
     60
 }
 
+fn default_max_answer() -> usize {
+    64 * 1024 * 1024
+}
+
+fn default_max_in_flight() -> usize {
+    256
+}
+
+fn default_max_held_body() -> usize {
+    96 * 1024 * 1024
+}
+
+fn default_header_read_timeout() -> u64 {
+    30
+}
+
 fn default_max_body() -> usize {
     32 * 1024 * 1024
 }
@@ -513,8 +567,88 @@ impl Config {
         };
         let origin = path.display().to_string();
         let config: Config = parse_toml(&text, &origin)?;
+        config.check_ranges(&text, &origin)?;
         config.check(&origin)?;
         Ok(config)
+    }
+
+    /// Numbers that would break serving (a panic on the first stream, every call a 504) are
+    /// refused here, with the file, the line, the key and the range allowed.
+    fn check_ranges(&self, text: &str, origin: &str) -> Result<(), ConfigError> {
+        const DAY: u64 = 86_400;
+        const GIB: u64 = 1024 * 1024 * 1024;
+        let g = &self.gateway;
+        let ranges: [(&str, u64, u64, u64); 16] = [
+            ("max_body_bytes", g.max_body_bytes as u64, 1024, GIB),
+            ("max_answer_bytes", g.max_answer_bytes as u64, 1024, 4 * GIB),
+            (
+                "max_held_body_bytes",
+                g.max_held_body_bytes as u64,
+                1024,
+                16 * GIB,
+            ),
+            ("max_in_flight", g.max_in_flight as u64, 1, 100_000),
+            ("connect_timeout_secs", g.connect_timeout_secs, 1, 600),
+            ("first_byte_timeout_secs", g.first_byte_timeout_secs, 1, DAY),
+            ("idle_timeout_secs", g.idle_timeout_secs, 1, DAY),
+            ("total_timeout_secs", g.total_timeout_secs, 1, 7 * DAY),
+            (
+                "header_read_timeout_secs",
+                g.header_read_timeout_secs,
+                1,
+                3600,
+            ),
+            ("retries", u64::from(g.retries), 0, 10),
+            (
+                "breaker_threshold",
+                u64::from(g.breaker_threshold),
+                1,
+                1_000_000_000,
+            ),
+            ("breaker_cooldown_secs", g.breaker_cooldown_secs, 1, 7 * DAY),
+            (
+                "breaker_max_cooldown_secs",
+                g.breaker_max_cooldown_secs,
+                1,
+                30 * DAY,
+            ),
+            ("rate_limit_wait_secs", g.rate_limit_wait_secs, 0, 3600),
+            (
+                "rate_limit_key_models",
+                u64::from(g.rate_limit_key_models),
+                0,
+                10_000,
+            ),
+            (
+                "rate_limit_window_secs",
+                g.rate_limit_window_secs,
+                1,
+                7 * DAY,
+            ),
+        ];
+        for (key, value, low, high) in ranges {
+            if value < low || value > high {
+                return Err(ConfigError::Invalid {
+                    origin: format!("{origin}:{}", key_line(text, "gateway", key)),
+                    field: format!("gateway.{key}"),
+                    message: format!("must be between {low} and {high} (got {value})"),
+                });
+            }
+        }
+        if g.breaker_max_cooldown_secs < g.breaker_cooldown_secs {
+            return Err(ConfigError::Invalid {
+                origin: format!(
+                    "{origin}:{}",
+                    key_line(text, "gateway", "breaker_max_cooldown_secs")
+                ),
+                field: "gateway.breaker_max_cooldown_secs".into(),
+                message: format!(
+                    "must be at least gateway.breaker_cooldown_secs ({})",
+                    g.breaker_cooldown_secs
+                ),
+            });
+        }
+        Ok(())
     }
 
     fn check(&self, origin: &str) -> Result<(), ConfigError> {

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use crate::agent::registry::Origin;
 use crate::agent::{AgentSpec, Registry};
-use crate::config::Config;
 use crate::error::Error;
 use crate::paths::Paths;
 
@@ -131,8 +130,9 @@ pub fn doctor(paths: &Paths) -> Result<i32, Error> {
     let mut healthy = true;
     let config_path = paths.config_file();
     println!("config");
-    let config = match Config::load(&config_path) {
-        Ok(config) => {
+    // The same checks as the gateway's load: the config, every profile and their references.
+    let config = match crate::gateway::Routing::load(paths) {
+        Ok((config, _)) => {
             let state = if config_path.exists() {
                 "valid"
             } else {

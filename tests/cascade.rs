@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::fake_upstream::{FakeUpstream, Protocol, Reply};
-use support::gateway::{TestGateway, configure, http_agent};
+use support::gateway::{TestGateway, admin_agent, configure};
 
 struct Matrix {
     _home: tempfile::TempDir,
@@ -47,7 +47,7 @@ fn matrix(a_url: Option<&str>) -> Matrix {
         )],
     );
     let gateway = TestGateway::start(home.path());
-    let agent = http_agent();
+    let agent = admin_agent(home.path());
     Matrix {
         _home: home,
         gateway,
@@ -488,7 +488,7 @@ fn breakers_survive_a_gateway_restart() {
             "[tiers.middle]\nmodel = \"a|m1\"\ncascade = [\"b|m2\"]\n",
         )],
     );
-    let agent = http_agent();
+    let agent = admin_agent(home.path());
     let body =
         json!({"model": "x", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]})
             .to_string();

@@ -8,7 +8,7 @@ mod support;
 
 use serde_json::{Value, json};
 use support::fake_upstream::{Block, FakeUpstream, FakeUsage, Recorded, Reply, Stop, Turn};
-use support::gateway::{TestGateway, configure, http_agent};
+use support::gateway::{TestGateway, admin_agent, configure, http_agent};
 
 const PROTOCOLS: [&str; 4] = ["anthropic", "chat", "responses", "gemini"];
 const IMAGE: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==";
@@ -625,6 +625,14 @@ fn every_inbound_and_upstream_pair() {
                         .get("retry-after")
                         .map(|v| v.to_str().unwrap().to_string());
                     let body = response.body_mut().read_to_string().unwrap();
+                    if scenario.name == "error_429" {
+                        // The 429 cools the model; the next scenario needs it at once.
+                        let reset = admin_agent(home.path())
+                            .post(&format!("{}/api/keys/reset", gateway.url))
+                            .send("")
+                            .unwrap();
+                        assert_eq!(reset.status().as_u16(), 200);
+                    }
                     let calls = fake.model_calls();
                     assert_eq!(
                         calls.len(),

@@ -6,7 +6,7 @@ mod support;
 
 use serde_json::{Value, json};
 use support::fake_upstream::FakeUpstream;
-use support::gateway::{TestGateway, configure, http_agent};
+use support::gateway::{TestGateway, admin_agent, configure, http_agent};
 
 struct Setup {
     _home: tempfile::TempDir,
@@ -106,7 +106,7 @@ fn daily_token_and_cost_budgets_count_real_usage() {
     assert_eq!(ask(&s, "default", "one").0, 200);
     assert_eq!(ask(&s, "default", "two").0, 200);
     assert_eq!(ask(&s, "default", "three").0, 200);
-    let agent = ureq::Agent::new_with_defaults();
+    let agent = admin_agent(s._home.path());
     let usage: Value = serde_json::from_str(
         &agent
             .get(&format!("{}/api/usage", s.gateway.url))

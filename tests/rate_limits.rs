@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::fake_upstream::{FakeUpstream, Reply};
-use support::gateway::{TestGateway, configure, http_agent};
+use support::gateway::{TestGateway, admin_agent, configure};
 
 struct Setup {
     _home: tempfile::TempDir,
@@ -45,11 +45,12 @@ fn setup(keys: &[&str], tier: &[&str]) -> Setup {
         )],
     );
     let gateway = TestGateway::start(home.path());
+    let agent = admin_agent(home.path());
     Setup {
         _home: home,
         gateway,
         upstream,
-        agent: http_agent(),
+        agent,
     }
 }
 
@@ -73,7 +74,6 @@ impl Setup {
         let mut response = self
             .agent
             .post(&format!("{}{path}", self.gateway.url))
-            .header("content-type", "application/json")
             .send(body.to_string())
             .unwrap();
         let retry_after = response
@@ -139,10 +139,16 @@ fn a_429_on_one_free_model_leaves_the_next_model_of_the_same_key_usable() {
     );
     let keys = s.get("/api/keys");
     let key = &keys["openrouter"][0];
-    assert_eq!(key["cooling_remaining_s"], 0.0, "the key is not cooling: {keys}");
+    assert_eq!(
+        key["cooling_remaining_s"], 0.0,
+        "the key is not cooling: {keys}"
+    );
     let busy = &key["models"]["busy-model:free"];
     assert_eq!(busy["rule"], "retry_after", "{keys}");
-    assert!(busy["cooling_remaining_s"].as_f64().unwrap() > 15.0, "{keys}");
+    assert!(
+        busy["cooling_remaining_s"].as_f64().unwrap() > 15.0,
+        "{keys}"
+    );
     // A rate limit is not a fault: no breaker moved.
     let breakers = s.get("/api/breakers");
     for breaker in breakers["breakers"].as_array().unwrap() {
@@ -153,7 +159,8 @@ fn a_429_on_one_free_model_leaves_the_next_model_of_the_same_key_usable() {
 #[test]
 fn a_short_retry_after_on_the_only_candidate_is_waited_out_and_answered() {
     let s = setup(&["k"], &["only-model"]);
-    s.upstream.script_model("only-model", [limited(1, "slow down")]);
+    s.upstream
+        .script_model("only-model", [limited(1, "slow down")]);
     let started = Instant::now();
     let (status, _, body) = s.call();
     assert_eq!(status, 200, "{body}");
@@ -177,12 +184,18 @@ fn a_long_retry_after_is_answered_at_once_as_a_429_in_each_protocols_shape() {
     assert_eq!(status, 429, "{body}");
     assert!(started.elapsed() < Duration::from_secs(3), "no long wait");
     let seconds: u64 = retry_after.expect("Retry-After").parse().unwrap();
-    assert!((28..=30).contains(&seconds), "the soonest candidate's: {seconds}");
+    assert!(
+        (28..=30).contains(&seconds),
+        "the soonest candidate's: {seconds}"
+    );
     let v: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["error"]["type"], "rate_limit_error", "{body}");
     let message = v["error"]["message"].as_str().unwrap();
     assert!(message.contains("rate-limited"), "{message}");
-    assert!(message.contains("model only-model on key 1 cools"), "{message}");
+    assert!(
+        message.contains("model only-model on key 1 cools"),
+        "{message}"
+    );
     assert_eq!(s.models_called().len(), 2);
 
     // Every inbound protocol, now with both candidates cooling: no upstream call, a 429 each.
@@ -211,7 +224,11 @@ fn a_long_retry_after_is_answered_at_once_as_a_429_in_each_protocols_shape() {
             assert_eq!(v["error"]["status"], "RESOURCE_EXHAUSTED", "{text}");
         }
     }
-    assert_eq!(s.models_called().len(), 2, "cooling candidates were not called");
+    assert_eq!(
+        s.models_called().len(),
+        2,
+        "cooling candidates were not called"
+    );
 }
 
 #[test]
@@ -239,7 +256,10 @@ fn an_insufficient_quota_429_cools_the_whole_key_and_the_next_key_is_used() {
     let keys = s.get("/api/keys");
     assert_eq!(keys["openrouter"][0]["rule"], "quota_exhausted", "{keys}");
     assert!(
-        keys["openrouter"][0]["cooling_remaining_s"].as_f64().unwrap() > 60.0,
+        keys["openrouter"][0]["cooling_remaining_s"]
+            .as_f64()
+            .unwrap()
+            > 60.0,
         "{keys}"
     );
 }

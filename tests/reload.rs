@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::fake_upstream::{FakeUpstream, Reply};
-use support::gateway::{TestGateway, configure, http_agent};
+use support::gateway::{TestGateway, admin_agent, configure, http_agent};
 
 fn write(home: &std::path::Path, a: &FakeUpstream, b: &FakeUpstream, target: &str, extra: &str) {
     let config = format!(
@@ -67,7 +67,7 @@ fn reload_switches_routes_and_rejects_a_bad_config() {
         std::thread::sleep(Duration::from_millis(5));
     }
     write(home.path(), &a, &b, "b|m", "");
-    let agent = http_agent();
+    let agent = admin_agent(home.path());
     let mut reloaded = agent
         .post(&format!("{}/api/reload", gateway.url))
         .send("")

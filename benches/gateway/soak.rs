@@ -112,9 +112,10 @@ async fn shape(name: &str, config: &str, profile: &str, total: usize) {
     let indefinite = Arc::new(AtomicUsize::new(0));
     let ok = Arc::new(AtomicUsize::new(0));
     let errors = Arc::new(AtomicUsize::new(0));
-    let error_kinds = Arc::new(std::sync::Mutex::new(
-        std::collections::HashMap::<String, usize>::new(),
-    ));
+    let error_kinds = Arc::new(std::sync::Mutex::new(std::collections::HashMap::<
+        String,
+        usize,
+    >::new()));
     let mut rss_first = 0;
     let started = Instant::now();
     let mut tasks = Vec::new();

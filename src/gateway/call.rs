@@ -93,6 +93,30 @@ impl Failure {
     }
 }
 
+/// The most of an upstream's error body that is read: its message is near the start.
+const ERROR_BODY_LIMIT: usize = 64 * 1024;
+
+/// The start of an error body, read for at most `wait`; the rest is dropped with the
+/// connection.
+async fn error_body(mut body: Incoming, wait: std::time::Duration) -> Bytes {
+    let mut out = bytes::BytesMut::new();
+    let read = async {
+        while out.len() < ERROR_BODY_LIMIT {
+            match body.frame().await {
+                Some(Ok(frame)) => {
+                    if let Some(data) = frame.data_ref() {
+                        let room = ERROR_BODY_LIMIT - out.len();
+                        out.extend_from_slice(&data[..data.len().min(room)]);
+                    }
+                }
+                _ => break,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(wait, read).await;
+    out.freeze()
+}
+
 fn is_context_length(message: &str) -> bool {
     let m = message.to_lowercase();
     [
@@ -239,12 +263,7 @@ impl Call {
             return Ok(response);
         }
         let retry_after = upstream::retry_after(response.headers());
-        let body = tokio::time::timeout(self.timeouts.idle, response.into_body().collect())
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .map(|collected| collected.to_bytes())
-            .unwrap_or_default();
+        let body = error_body(response.into_body(), self.timeouts.idle).await;
         let mut failure = Failure::from_status(
             upstream::status_error(&self.provider, status, retry_after, &body),
             Some(status),
@@ -256,36 +275,51 @@ impl Call {
     }
 
     async fn whole_body(&self, response: UpstreamResponse) -> Result<Bytes, Failure> {
-        let body =
-            match tokio::time::timeout(self.timeouts.total, response.into_body().collect()).await {
-                Err(_) => {
-                    return Err(Failure::new(
-                        ApiError::new(
-                            ErrorKind::Timeout,
-                            format!(
-                                "provider `{}` did not finish its answer in time",
-                                self.provider.name
-                            ),
+        let limit = self.gateway.routing.load().max_answer;
+        let body = http_body_util::Limited::new(response.into_body(), limit);
+        let body = match tokio::time::timeout(self.timeouts.total, body.collect()).await {
+            Ok(Err(err))
+                if err
+                    .downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some() =>
+            {
+                // A fault of this model's provider, not worth a retry.
+                return Err(Failure::new(
+                    ApiError::upstream(format!(
+                        "provider `{}` sent an answer larger than {limit} bytes (gateway.max_answer_bytes)",
+                        self.provider.name
+                    )),
+                    Class::Skip,
+                ));
+            }
+            Err(_) => {
+                return Err(Failure::new(
+                    ApiError::new(
+                        ErrorKind::Timeout,
+                        format!(
+                            "provider `{}` did not finish its answer in time",
+                            self.provider.name
                         ),
-                        Class::Retryable,
-                    ));
-                }
-                Ok(Err(err)) => {
-                    return Err(Failure::new(
-                        ApiError {
-                            status: 502,
-                            kind: ErrorKind::Api,
-                            message: format!(
-                                "provider `{}` broke off its answer: {err}",
-                                self.provider.name
-                            ),
-                            retry_after: None,
-                        },
-                        Class::Retryable,
-                    ));
-                }
-                Ok(Ok(collected)) => collected.to_bytes(),
-            };
+                    ),
+                    Class::Retryable,
+                ));
+            }
+            Ok(Err(err)) => {
+                return Err(Failure::new(
+                    ApiError {
+                        status: 502,
+                        kind: ErrorKind::Api,
+                        message: format!(
+                            "provider `{}` broke off its answer: {err}",
+                            self.provider.name
+                        ),
+                        retry_after: None,
+                    },
+                    Class::Retryable,
+                ));
+            }
+            Ok(Ok(collected)) => collected.to_bytes(),
+        };
         if body.iter().all(u8::is_ascii_whitespace) {
             return Err(Failure::new(self.empty(), Class::Soft));
         }
@@ -778,6 +812,9 @@ impl EventStream {
 
     /// The next event; `None` when the upstream closed the stream.
     async fn next(&mut self, wait: std::time::Duration) -> Result<Option<sse::Event>, ApiError> {
+        // One limit for the whole wait: bytes that make no event (keep-alive comments, a
+        // drip of a line) do not extend it.
+        let limit = (tokio::time::Instant::now() + wait).min(self.deadline);
         loop {
             if let Some(event) = self.pending.pop_front() {
                 return Ok(Some(event));
@@ -788,7 +825,6 @@ impl EventStream {
             let Some(body) = self.body.as_mut() else {
                 return Ok(None);
             };
-            let limit = (tokio::time::Instant::now() + wait).min(self.deadline);
             match tokio::time::timeout_at(limit, body.frame()).await {
                 Err(_) => {
                     return Err(ApiError::new(

@@ -2,6 +2,8 @@
 //! the provider its routing profile picks. [`serve`] takes a listener and a shutdown future,
 //! so tests bind port 0; `xx gateway` runs it in the foreground.
 
+pub mod admin;
+pub mod admission;
 pub mod breaker;
 pub mod call;
 pub mod ir;
@@ -43,6 +45,10 @@ pub struct Gateway {
     pub keys: KeyPool,
     /// Today's usage, for the daily budgets.
     pub ledger: quota::Ledger,
+    /// Limits on calls and request body bytes held at once.
+    pub admission: admission::Admission,
+    /// What admin endpoints want even on loopback (see [`admin::token`]).
+    admin_token: String,
     paths: Paths,
 }
 
@@ -59,6 +65,13 @@ pub struct Routing {
     allow: Vec<IpAddr>,
     pub limits: quota::Limits,
     pub rate_limits: ratelimit::Settings,
+    /// How long a client may take to send a request's headers, and the longest gap while its
+    /// body arrives.
+    pub header_read_timeout: std::time::Duration,
+    /// The largest non-streamed answer read from an upstream.
+    pub max_answer: usize,
+    /// The names this gateway answers to besides loopback ones.
+    pub own_hosts: admin::boundary::OwnHosts,
 }
 
 impl Routing {
@@ -97,6 +110,11 @@ impl Routing {
             allow: config.gateway.allow.clone(),
             limits: quota::Limits::new(&config.quotas),
             rate_limits: ratelimit::Settings::from_config(&config.gateway),
+            own_hosts: admin::boundary::OwnHosts::from_url(config.gateway.url.as_str()),
+            header_read_timeout: std::time::Duration::from_secs(
+                config.gateway.header_read_timeout_secs,
+            ),
+            max_answer: config.gateway.max_answer_bytes,
         })
     }
 }
@@ -155,6 +173,12 @@ impl Gateway {
     /// Build from the config and the profiles in `paths`; every reference is checked here so
     /// a mistake fails at start-up, not on the first request.
     pub fn new(config: &Config, paths: &Paths) -> Result<Gateway, ConfigError> {
+        let admin_token =
+            admin::token::load_or_create(paths).map_err(|message| ConfigError::Invalid {
+                origin: paths.admin_token_file().display().to_string(),
+                field: "admin token".into(),
+                message,
+            })?;
         Ok(Gateway {
             routing: arc_swap::ArcSwap::from_pointee(Routing::from_config(config, paths)?),
             client: upstream::client(&config.gateway),
@@ -170,6 +194,11 @@ impl Gateway {
             ),
             keys: KeyPool::default(),
             ledger: quota::Ledger::default(),
+            admission: admission::Admission::new(
+                config.gateway.max_in_flight,
+                config.gateway.max_held_body_bytes,
+            ),
+            admin_token,
             paths: paths.clone(),
         })
     }
@@ -282,26 +311,86 @@ impl Gateway {
     }
 }
 
-/// Serve on `listener` until `shutdown` completes.
+/// Serve on `listener` until `shutdown` completes, then let open connections finish (for at
+/// most a few seconds).
+///
+/// Each connection is served by hyper's HTTP/1 connection with a timer, so a client must send
+/// its headers within `gateway.header_read_timeout_secs` (slowloris), and a keep-alive
+/// connection that sits idle that long is closed.
 pub async fn serve(
     gateway: Arc<Gateway>,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use axum::serve::ListenerExt as _;
+    use tower_service::Service as _;
+    let header_timeout = gateway.routing.load().header_read_timeout;
     let app = axum::Router::new()
         .fallback(server::handle)
         .with_state(gateway);
-    // Streams are many small writes: without TCP_NODELAY, Nagle and delayed ACKs add ~40 ms.
-    let listener = listener.tap_io(|tcp| {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut connections = tokio::task::JoinSet::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    // Out of file descriptors or a connection reset while queued: wait a
+                    // moment rather than spin; the connections already open go on.
+                    tracing::warn!(error = %err, "cannot accept a connection");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        while connections.try_join_next().is_some() {}
+        // Streams are many small writes: without TCP_NODELAY, Nagle and delayed ACKs add ~40 ms.
         let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+        let app = app.clone();
+        let mut stopped = stopped.clone();
+        connections.spawn(async move {
+            let service = hyper::service::service_fn(
+                move |mut request: hyper::Request<hyper::body::Incoming>| {
+                    request
+                        .extensions_mut()
+                        .insert(axum::extract::ConnectInfo(peer));
+                    app.clone().call(request)
+                },
+            );
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(header_timeout);
+            let connection = builder.serve_connection(hyper_util::rt::TokioIo::new(tcp), service);
+            let mut connection = std::pin::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                _ = stopped.changed() => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                }
+            }
+        });
+    }
+    let _ = stop.send(true);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    Ok(())
+}
+
+/// Raise the soft limit on open files to the hard limit: at the usual soft limit of 1,024 a
+/// thousand idle sockets would leave no descriptor for `/health` or an upstream call.
+pub fn raise_open_file_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+        && let Err(err) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
+    {
+        tracing::warn!(soft, hard, error = %err, "cannot raise the open-file limit");
+    }
 }
 
 /// The address to listen on: `--listen`, else the host and port of `gateway.url`.
@@ -364,6 +453,7 @@ pub fn run_foreground(paths: &Paths, listen: Option<&str>) -> Result<i32, Error>
         .with_writer(std::io::stderr)
         .with_ansi(false)
         .init();
+    raise_open_file_limit();
     let threads = std::env::var("CLUTCH_GATEWAY_THREADS")
         .ok()
         .and_then(|t| t.parse::<usize>().ok())

@@ -88,6 +88,25 @@ impl Rule {
     }
 }
 
+/// What the provider said with its 429.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Said {
+    /// Its `Retry-After`, in seconds.
+    pub retry_after: Option<u64>,
+    /// That the key or account is spent ([`says_exhausted`]).
+    pub exhausted: bool,
+}
+
+impl Said {
+    /// A plain 429 with `Retry-After: retry_after`.
+    pub fn wait(retry_after: u64) -> Said {
+        Said {
+            retry_after: Some(retry_after),
+            exhausted: false,
+        }
+    }
+}
+
 /// What one 429 did, for the error text.
 #[derive(Debug, Clone, Copy)]
 pub struct Limit {
@@ -97,17 +116,17 @@ pub struct Limit {
 }
 
 impl Limit {
-    /// `model m on key 2 cools 20 s (as its Retry-After asked)`
+    /// `model m on key 2 cools 20 s, as its Retry-After asked`
     pub fn describe(&self, key: usize, model: &str, now: u64) -> String {
         let seconds = self.until_ms.saturating_sub(now).div_ceil(1000);
         match self.scope {
             Scope::Model => format!(
-                "model {model} on key {} cools {seconds} s ({})",
+                "model {model} on key {} cools {seconds} s, {}",
                 key + 1,
                 self.rule.says()
             ),
             Scope::Key => format!(
-                "key {} cools {seconds} s for every model ({})",
+                "key {} cools {seconds} s for every model, {}",
                 key + 1,
                 self.rule.says()
             ),
@@ -154,7 +173,13 @@ pub struct KeyPool {
 impl KeyPool {
     /// The keys to try for `model`, in order (each at most once); `None` stands for a provider
     /// with no key at all, whose limits are kept as if it had one.
-    pub fn usable(&self, provider: &str, model: &str, count: usize, now: u64) -> Vec<Option<usize>> {
+    pub fn usable(
+        &self,
+        provider: &str,
+        model: &str,
+        count: usize,
+        now: u64,
+    ) -> Vec<Option<usize>> {
         let keyed = |i: usize| (count > 0).then_some(i);
         let Ok(all) = self.keys.lock() else {
             return (0..count.max(1)).map(keyed).collect();
@@ -183,17 +208,20 @@ impl KeyPool {
             .unwrap_or(now)
     }
 
-    /// A 429 (or a spent quota, `exhausted`) for `model` on key `key`; returns what cools.
+    /// A 429 (or a spent quota) for `model` on key `key`; returns what cools.
     pub fn rate_limited(
         &self,
         provider: &str,
         key: usize,
         model: &str,
-        retry_after: Option<u64>,
-        exhausted: bool,
+        said: Said,
         settings: &Settings,
         now: u64,
     ) -> Limit {
+        let Said {
+            retry_after,
+            exhausted,
+        } = said;
         let asked = retry_after.map(|s| now.saturating_add(s.saturating_mul(1000)));
         let Ok(mut all) = self.keys.lock() else {
             return Limit {
@@ -273,6 +301,22 @@ impl KeyPool {
         if let Some(state) = all.get_mut(provider).and_then(|k| k.get_mut(key)) {
             state.key.consecutive = 0;
             state.models.remove(model);
+        }
+    }
+
+    /// Forget every cool-down of `provider` (all providers when `None`): the user topped up
+    /// the account or changed the key. Returns whether anything was cooling.
+    pub fn reset(&self, provider: Option<&str>) -> bool {
+        let Ok(mut all) = self.keys.lock() else {
+            return false;
+        };
+        match provider {
+            Some(name) => all.remove(name).is_some(),
+            None => {
+                let any = !all.is_empty();
+                all.clear();
+                any
+            }
         }
     }
 
@@ -369,7 +413,7 @@ mod tests {
     fn a_429_cools_only_its_model_and_the_next_model_of_the_key_stays_usable() {
         let pool = KeyPool::default();
         let s = Settings::default();
-        let limit = pool.rate_limited("or", 0, "busy", Some(20), false, &s, T0);
+        let limit = pool.rate_limited("or", 0, "busy", Said::wait(20), &s, T0);
         assert_eq!((limit.scope, limit.rule), (Scope::Model, Rule::RetryAfter));
         assert!(pool.usable("or", "busy", 1, T0 + 19_999).is_empty());
         assert_eq!(pool.usable("or", "other", 1, T0 + 1), vec![Some(0)]);
@@ -385,13 +429,23 @@ mod tests {
     fn a_spent_quota_cools_the_whole_key_and_not_the_next_one() {
         let pool = KeyPool::default();
         let s = Settings::default();
-        let limit = pool.rate_limited("oa", 0, "m", None, true, &s, T0);
-        assert_eq!((limit.scope, limit.rule), (Scope::Key, Rule::QuotaExhausted));
-        assert_eq!(pool.usable("oa", "other", 2, T0 + 1), vec![Some(1)]);
-        assert_eq!(
-            pool.to_json(T0)["oa"][0]["rule"],
-            json!("quota_exhausted")
+        let limit = pool.rate_limited(
+            "oa",
+            0,
+            "m",
+            Said {
+                retry_after: None,
+                exhausted: true,
+            },
+            &s,
+            T0,
         );
+        assert_eq!(
+            (limit.scope, limit.rule),
+            (Scope::Key, Rule::QuotaExhausted)
+        );
+        assert_eq!(pool.usable("oa", "other", 2, T0 + 1), vec![Some(1)]);
+        assert_eq!(pool.to_json(T0)["oa"][0]["rule"], json!("quota_exhausted"));
     }
 
     #[test]
@@ -402,12 +456,12 @@ mod tests {
             window_ms: 10_000,
             max_wait_ms: 0,
         };
-        pool.rate_limited("p", 0, "a", Some(5), false, &s, T0);
+        pool.rate_limited("p", 0, "a", Said::wait(5), &s, T0);
         // Outside the window: forgotten.
-        pool.rate_limited("p", 0, "b", Some(5), false, &s, T0 + 20_000);
-        let limit = pool.rate_limited("p", 0, "c", Some(5), false, &s, T0 + 21_000);
+        pool.rate_limited("p", 0, "b", Said::wait(5), &s, T0 + 20_000);
+        let limit = pool.rate_limited("p", 0, "c", Said::wait(5), &s, T0 + 21_000);
         assert_eq!(limit.scope, Scope::Model);
-        let limit = pool.rate_limited("p", 0, "d", Some(7), false, &s, T0 + 22_000);
+        let limit = pool.rate_limited("p", 0, "d", Said::wait(7), &s, T0 + 22_000);
         assert_eq!((limit.scope, limit.rule), (Scope::Key, Rule::ManyModels));
         assert!(pool.usable("p", "fresh", 1, T0 + 22_001).is_empty());
         assert_eq!(limit.until_ms, T0 + 29_000);
@@ -417,9 +471,9 @@ mod tests {
     fn a_429_without_retry_after_backs_off_doubling_and_success_clears_it() {
         let pool = KeyPool::default();
         let s = Settings::default();
-        let first = pool.rate_limited("p", 0, "m", None, false, &s, T0);
+        let first = pool.rate_limited("p", 0, "m", Said::default(), &s, T0);
         assert_eq!(first.until_ms, T0 + 1_000);
-        let second = pool.rate_limited("p", 0, "m", None, false, &s, T0);
+        let second = pool.rate_limited("p", 0, "m", Said::default(), &s, T0);
         assert_eq!(second.until_ms, T0 + 2_000);
         pool.succeeded("p", 0, "m");
         assert_eq!(pool.usable("p", "m", 1, T0), vec![Some(0)]);

@@ -87,14 +87,19 @@ pub struct Profiles {
     profiles: BTreeMap<String, Profile>,
     /// Profiles the agents' launches name; without a file of their own they use `default`.
     agent_profiles: Vec<String>,
+    /// Each profile's file and text, so a mistake found later is reported at its line.
+    sources: BTreeMap<String, (String, String)>,
 }
 
 impl Profiles {
     pub fn load(user_dir: &Path) -> Result<Profiles, ConfigError> {
         let mut profiles = BTreeMap::new();
+        let mut sources = BTreeMap::new();
         for (stem, text) in crate::embedded::BUILTIN_PROFILES {
-            let profile: Profile = parse_toml(text, &format!("profiles/{stem}.toml (built in)"))?;
+            let origin = format!("profiles/{stem}.toml (built in)");
+            let profile: Profile = parse_toml(text, &origin)?;
             profiles.insert(stem.to_string(), profile);
+            sources.insert(stem.to_string(), (origin, text.to_string()));
         }
         if let Ok(entries) = std::fs::read_dir(user_dir) {
             let mut paths: Vec<_> = entries.filter_map(Result::ok).map(|e| e.path()).collect();
@@ -112,7 +117,8 @@ impl Profiles {
                     .unwrap_or_default()
                     .to_string_lossy()
                     .into_owned();
-                profiles.insert(stem, profile);
+                profiles.insert(stem.clone(), profile);
+                sources.insert(stem, (origin, text));
             }
         }
         let agent_profiles = crate::agent::Registry::builtin()?
@@ -122,13 +128,23 @@ impl Profiles {
         Ok(Profiles {
             profiles,
             agent_profiles,
+            sources,
         })
     }
 
     /// Check every reference against the providers, so a typo fails at start-up.
     pub fn check(&self, providers: &BTreeMap<String, ProviderConfig>) -> Result<(), ConfigError> {
         for (name, profile) in &self.profiles {
-            let origin = format!("profile `{name}`");
+            let origin_of = |target: &str| match self.sources.get(name) {
+                Some((file, text)) => {
+                    let line = text
+                        .lines()
+                        .position(|l| l.contains(&format!("\"{target}\"")))
+                        .map_or(1, |i| i + 1);
+                    format!("{file}:{line} (profile `{name}`)")
+                }
+                None => format!("profile `{name}`"),
+            };
             let targets = profile
                 .tiers
                 .iter()
@@ -144,7 +160,7 @@ impl Profiles {
                     && !providers.contains_key(provider)
                 {
                     return Err(ConfigError::Invalid {
-                        origin,
+                        origin: origin_of(target),
                         field,
                         message: format!(
                             "names provider `{provider}`, which is not configured (known: {})",
@@ -160,7 +176,7 @@ impl Profiles {
             {
                 if !profile.tiers.contains_key(tier) {
                     return Err(ConfigError::Invalid {
-                        origin,
+                        origin: origin_of(tier),
                         field: "families".into(),
                         message: format!("uses tier `{tier}`, which has no [tiers.{tier}] entry"),
                     });

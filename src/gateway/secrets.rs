@@ -8,8 +8,24 @@ const REDACTED: &str = "[redacted]";
 
 /// Prefixes of the API keys and tokens that providers and code hosts hand out.
 const KEY_PREFIXES: &[&str] = &[
-    "sk-", "sk_", "pk-", "rk-", "AIza", "xai-", "gsk_", "hf_", "ghp_", "gho_", "github_pat_",
-    "glpat-", "r8_", "nvapi-", "fw_", "pplx-", "csk-", "ya29.",
+    "sk-",
+    "sk_",
+    "pk-",
+    "rk-",
+    "AIza",
+    "xai-",
+    "gsk_",
+    "hf_",
+    "ghp_",
+    "gho_",
+    "github_pat_",
+    "glpat-",
+    "r8_",
+    "nvapi-",
+    "fw_",
+    "pplx-",
+    "csk-",
+    "ya29.",
 ];
 
 /// `text` without `keys` (each at least 8 characters) and without words shaped like keys: a
@@ -27,9 +43,12 @@ pub fn scrub(text: &str, keys: &[String]) -> String {
     }
     let mut result = String::with_capacity(out.len());
     let mut word_start: Option<usize> = None;
+    // A sentence's full stop is not part of the key before it.
     let flush = |result: &mut String, word: &str| {
-        if looks_like_key(word) {
+        let key = word.trim_end_matches('.');
+        if looks_like_key(key) {
             result.push_str(REDACTED);
+            result.push_str(&word[key.len()..]);
         } else {
             result.push_str(word);
         }
@@ -55,7 +74,6 @@ fn is_key_char(c: char) -> bool {
 }
 
 fn looks_like_key(word: &str) -> bool {
-    let word = word.trim_end_matches('.');
     if let Some(prefix) = KEY_PREFIXES.iter().find(|p| word.starts_with(**p)) {
         return word.len() >= prefix.len() + 12;
     }
@@ -82,10 +100,22 @@ mod tests {
         ] {
             assert!(!out.contains(secret), "{out}");
         }
-        assert!(out.contains("Incorrect API key provided: [redacted]."), "{out}");
-        assert!(out.contains("https://platform.example.com/account/api-keys"), "{out}");
+        assert!(
+            out.contains("Incorrect API key provided: [redacted]."),
+            "{out}"
+        );
+        assert!(
+            out.contains("https://platform.example.com/account/api-keys"),
+            "{out}"
+        );
         assert!(out.contains("short is fine"), "{out}");
-        assert_eq!(scrub("model gpt-4o-mini-2024-07-18 not found", &[]), "model gpt-4o-mini-2024-07-18 not found");
-        assert_eq!(scrub("a 1f0e9d8c7b6a5f4e3d2c1b0a9f8e7d6c5b4a token", &[]), "a [redacted] token");
+        assert_eq!(
+            scrub("model gpt-4o-mini-2024-07-18 not found", &[]),
+            "model gpt-4o-mini-2024-07-18 not found"
+        );
+        assert_eq!(
+            scrub("a 1f0e9d8c7b6a5f4e3d2c1b0a9f8e7d6c5b4a token", &[]),
+            "a [redacted] token"
+        );
     }
 }

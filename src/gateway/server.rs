@@ -17,10 +17,13 @@ use http_body_util::BodyExt as _;
 use serde_json::{Value, json};
 
 use super::Gateway;
+use super::admin;
+use super::admission::Held;
 use super::breaker;
 use super::call::{Call, Class};
 use super::ir::{self, ApiError, ErrorKind};
 use super::proto::{self, Protocol};
+use super::ratelimit;
 use super::route;
 
 /// `/p/<profile>/rest` -> (Some(profile), "/rest").
@@ -99,39 +102,19 @@ pub async fn handle(
     if let Err(error) = gateway.authorize(peer, &headers, uri.query()) {
         return error_response(protocol, &error);
     }
+    if let Err(error) = admin::boundary::check(&headers, &gateway.routing.load().own_hosts) {
+        drain(&gateway, body).await;
+        return error_response(protocol, &error);
+    }
+    if admin::is_admin(rest) {
+        drain(&gateway, body).await;
+        return admin::handle(&gateway, &method, rest, &headers)
+            .unwrap_or_else(|| not_found(Protocol::Chat, &method, rest));
+    }
     let rest = rest.to_string();
     let profile = profile.map(str::to_string);
     match (&method, rest.as_str()) {
         (&Method::GET | &Method::HEAD, "/health" | "/") => json_response(200, &gateway.health()),
-        (&Method::POST, "/api/reload") => match gateway.reload() {
-            Ok(()) => json_response(200, &json!({"reloaded": true})),
-            Err(err) => error_response(
-                Protocol::Chat,
-                &ApiError::invalid(format!("reload rejected, the previous config stays: {err}")),
-            ),
-        },
-        (&Method::GET, "/api/breakers") => {
-            json_response(200, &gateway.breakers.to_json(breaker::now_ms()))
-        }
-        (&Method::GET, "/api/usage") => json_response(200, &gateway.ledger.to_json()),
-        (&Method::GET, "/api/keys") => json_response(200, &gateway.keys.to_json(breaker::now_ms())),
-        (&Method::POST, path) if path.starts_with("/api/breakers/") && path.ends_with("/reset") => {
-            let id = &path["/api/breakers/".len()..path.len() - "/reset".len()];
-            let id = percent_decode(id);
-            if gateway.breakers.reset(&id) {
-                json_response(200, &json!({"reset": id}))
-            } else {
-                error_response(
-                    Protocol::Chat,
-                    &ApiError::new(ErrorKind::NotFound, format!("no breaker `{id}`")),
-                )
-            }
-        }
-        (&Method::GET, "/api/stats") => {
-            let mut stats = gateway.stats.to_json();
-            stats["uptime_secs"] = gateway.health()["uptime_secs"].clone();
-            json_response(200, &stats)
-        }
         // Claude Code's reachability probe.
         (&Method::GET | &Method::HEAD, "/api/hello") => json_response(200, &json!({"ok": true})),
         (&Method::POST, "/v1/messages") => {
@@ -189,7 +172,7 @@ pub async fn handle(
                     )
                     .await
                 }
-                Some((_, "countTokens")) => gemini_count_tokens(&gateway, body).await,
+                Some((_, "countTokens")) => gemini_count_tokens(&gateway, &headers, body).await,
                 _ => {
                     drain(&gateway, body).await;
                     not_found(Protocol::Gemini, &method, &rest)
@@ -216,32 +199,21 @@ pub async fn handle(
     }
 }
 
-/// Reads an unwanted body to its end (within the size limit), so the connection stays
-/// reusable: a client that pools connections must not find this one closed under it.
-async fn drain(gateway: &Gateway, body: Body) {
-    let limit = gateway.routing.load().max_body;
-    let _ = http_body_util::Limited::new(body, limit).collect().await;
-}
-
-/// `%7C` and friends in a breaker id taken from a path.
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && let Some(byte) = text
-                .get(i + 1..i + 3)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-        {
-            out.push(byte);
-            i += 3;
-            continue;
+/// Reads an unwanted body to its end and drops it (up to the size limit, within the header
+/// timeout for each gap), so the connection stays reusable: a client that pools connections
+/// must not find this one closed under it. A body that stalls is abandoned.
+async fn drain(gateway: &Gateway, mut body: Body) {
+    let (limit, gap) = {
+        let routing = gateway.routing.load();
+        (routing.max_body, routing.header_read_timeout)
+    };
+    let mut seen = 0usize;
+    while seen <= limit {
+        match tokio::time::timeout(gap, body.frame()).await {
+            Ok(Some(Ok(frame))) => seen += frame.data_ref().map_or(0, Bytes::len),
+            _ => return,
         }
-        out.push(bytes[i]);
-        i += 1;
     }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn not_found(protocol: Protocol, method: &Method, path: &str) -> Response {
@@ -257,40 +229,86 @@ fn not_found(protocol: Protocol, method: &Method, path: &str) -> Response {
     )
 }
 
-/// The body, or a 413 in the caller's shape when it is larger than allowed.
-async fn read_body(gateway: &Gateway, protocol: Protocol, body: Body) -> Result<Bytes, Response> {
-    let limit = gateway.routing.load().max_body;
-    let too_large = || {
-        let mut response = error_response(
-            protocol,
-            &ApiError::new(
-                ErrorKind::RequestTooLarge,
-                format!(
-                    "the request body is larger than the gateway's limit of {limit} bytes (gateway.max_body_bytes)"
-                ),
-            ),
-        );
+/// The body, or an error in the caller's shape: 413 when it is larger than allowed, 503 when
+/// the gateway already holds its limit of body bytes, 408 when it stops arriving (a declared
+/// length that never comes). The bytes stay counted in `held` until it is dropped.
+async fn read_body(
+    gateway: &Gateway,
+    protocol: Protocol,
+    mut body: Body,
+    held: &mut Held,
+) -> Result<Bytes, Response> {
+    let (limit, gap) = {
+        let routing = gateway.routing.load();
+        (routing.max_body, routing.header_read_timeout)
+    };
+    let closing = |error: ApiError| {
+        let mut response = error_response(protocol, &error);
         // The rest of the body is never read: the connection cannot carry another request.
         response
             .headers_mut()
             .insert("connection", HeaderValue::from_static("close"));
         response
     };
-    match http_body_util::Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(err)
-            if err
-                .downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            Err(too_large())
+    let deadline = tokio::time::Instant::now() + BODY_DEADLINE;
+    let mut parts: Vec<Bytes> = Vec::new();
+    let mut size = 0usize;
+    loop {
+        let wait = (tokio::time::Instant::now() + gap).min(deadline);
+        let frame = match tokio::time::timeout_at(wait, body.frame()).await {
+            Err(_) => {
+                return Err(closing(ApiError {
+                    status: 408,
+                    kind: ErrorKind::Timeout,
+                    message: format!(
+                        "the request body stopped arriving after {size} bytes (nothing for {} s, or more than {} s in all)",
+                        gap.as_secs(),
+                        BODY_DEADLINE.as_secs()
+                    ),
+                    retry_after: None,
+                }));
+            }
+            Ok(None) => break,
+            Ok(Some(Err(err))) => {
+                return Err(error_response(
+                    protocol,
+                    &ApiError::invalid(format!("cannot read the request body: {err}")),
+                ));
+            }
+            Ok(Some(Ok(frame))) => frame,
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        size += data.len();
+        if size > limit {
+            return Err(closing(ApiError::new(
+                ErrorKind::RequestTooLarge,
+                format!(
+                    "the request body is larger than the gateway's limit of {limit} bytes (gateway.max_body_bytes)"
+                ),
+            )));
         }
-        Err(err) => Err(error_response(
-            protocol,
-            &ApiError::invalid(format!("cannot read the request body: {err}")),
-        )),
+        if let Err(error) = gateway.admission.hold(held, data.len()) {
+            return Err(closing(error));
+        }
+        parts.push(data);
     }
+    Ok(match parts.len() {
+        0 => Bytes::new(),
+        1 => parts.pop().unwrap_or_default(),
+        _ => {
+            let mut whole = bytes::BytesMut::with_capacity(size);
+            for part in parts {
+                whole.extend_from_slice(&part);
+            }
+            whole.freeze()
+        }
+    })
 }
+
+/// The longest a request body may take to arrive in all.
+const BODY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(300);
 
 async fn model_call(
     gateway: &Arc<Gateway>,
@@ -302,8 +320,19 @@ async fn model_call(
     body: Body,
 ) -> Response {
     let started = Instant::now();
+    if let Err(error) = admin::boundary::check_json(headers) {
+        drain(gateway, body).await;
+        return error_response(protocol, &error);
+    }
+    let mut held = match gateway.admission.enter() {
+        Ok(held) => held,
+        Err(error) => {
+            drain(gateway, body).await;
+            return error_response(protocol, &error);
+        }
+    };
     let _in_flight = gateway.stats.begin();
-    let body = match read_body(gateway, protocol, body).await {
+    let body = match read_body(gateway, protocol, body, &mut held).await {
         Ok(body) => body,
         Err(response) => return response,
     };
@@ -501,25 +530,32 @@ async fn cascade(
                             &provider.name,
                             slot,
                             &target.model,
-                            failure.error.retry_after,
-                            failure.class == Class::QuotaExhausted,
+                            ratelimit::Said {
+                                retry_after: failure.error.retry_after,
+                                exhausted: failure.class == Class::QuotaExhausted,
+                            },
                             &limits,
                             now,
                         );
-                        attempt.push_str(&format!(" ({})", limit.describe(slot, &target.model, now)));
+                        attempt
+                            .push_str(&format!(" ({})", limit.describe(slot, &target.model, now)));
                         attempts.push(attempt);
                         last = Some(failure.error);
                         // The next key still free for this model (a key-wide rule may have
                         // just ruled out more than the one that was limited).
-                        let still = gateway
-                            .keys
-                            .usable(&provider.name, &target.model, key_count, now);
+                        let still =
+                            gateway
+                                .keys
+                                .usable(&provider.name, &target.model, key_count, now);
                         match keys.by_ref().find(|k| still.contains(k)) {
                             Some(next) => key = next,
                             None => {
-                                let free = gateway
-                                    .keys
-                                    .free_at(&provider.name, &target.model, key_count, now);
+                                let free = gateway.keys.free_at(
+                                    &provider.name,
+                                    &target.model,
+                                    key_count,
+                                    now,
+                                );
                                 soonest = Some(soonest.map_or(free, |s| s.min(free)));
                                 break;
                             }
@@ -561,7 +597,9 @@ async fn cascade(
             break;
         };
         // Nothing left but rate-limited candidates: wait for the soonest, within bounds.
-        let wait_ms = free.saturating_sub(breaker::now_ms()).max(MIN_RATE_LIMIT_WAIT_MS);
+        let wait_ms = free
+            .saturating_sub(breaker::now_ms())
+            .max(MIN_RATE_LIMIT_WAIT_MS);
         let before_deadline = deadline
             .saturating_duration_since(tokio::time::Instant::now())
             .as_millis() as u64;
@@ -641,8 +679,13 @@ fn gemini_router_answer(request: &ir::Request) -> Option<Value> {
 
 /// Anthropic's token counter, estimated locally (about four characters a token) from
 /// everything the model would read: system, messages, tool calls and results, tool schemas.
-async fn count_tokens(gateway: &Arc<Gateway>, _headers: &HeaderMap, body: Body) -> Response {
-    let body = match read_body(gateway, Protocol::Anthropic, body).await {
+async fn count_tokens(gateway: &Arc<Gateway>, headers: &HeaderMap, body: Body) -> Response {
+    if let Err(error) = admin::boundary::check_json(headers) {
+        drain(gateway, body).await;
+        return error_response(Protocol::Anthropic, &error);
+    }
+    let mut held = Held::default();
+    let body = match read_body(gateway, Protocol::Anthropic, body, &mut held).await {
         Ok(body) => body,
         Err(response) => return response,
     };
@@ -659,8 +702,13 @@ async fn count_tokens(gateway: &Arc<Gateway>, _headers: &HeaderMap, body: Body) 
     }
 }
 
-async fn gemini_count_tokens(gateway: &Arc<Gateway>, body: Body) -> Response {
-    let body = match read_body(gateway, Protocol::Gemini, body).await {
+async fn gemini_count_tokens(gateway: &Arc<Gateway>, headers: &HeaderMap, body: Body) -> Response {
+    if let Err(error) = admin::boundary::check_json(headers) {
+        drain(gateway, body).await;
+        return error_response(Protocol::Gemini, &error);
+    }
+    let mut held = Held::default();
+    let body = match read_body(gateway, Protocol::Gemini, body, &mut held).await {
         Ok(body) => body,
         Err(response) => return response,
     };

@@ -172,11 +172,16 @@ mod tests {
             assert!(pushed <= MAX_EVENT_BYTES + chunk.len(), "never refused");
         };
         assert!(error.contains("exceeds"), "{error}");
-        assert!(parser.buffer.capacity() <= MAX_EVENT_BYTES, "the buffer was let go");
+        assert!(
+            parser.buffer.capacity() <= MAX_EVENT_BYTES,
+            "the buffer was let go"
+        );
         // Many small events in a row are never refused, whatever their total.
         let mut parser = Parser::new();
         for _ in 0..40 {
-            let events = parser.push(&[b"data: ", &chunk[..], b"\n\n"].concat()).unwrap();
+            let events = parser
+                .push(&[b"data: ", &chunk[..], b"\n\n"].concat())
+                .unwrap();
             assert_eq!(events.len(), 1);
         }
     }

@@ -200,7 +200,8 @@ fn status_value(paths: &Paths, config: &Config) -> (Value, bool) {
             "last_error": service.last_error, "log_tail": service.log_tail, "log": service.log,
         }));
     }
-    let breakers = super::health(
+    let breakers = super::admin_get(
+        paths,
         &format!(
             "{}/api/breakers",
             config.gateway.url.as_str().trim_end_matches('/')
@@ -369,7 +370,7 @@ pub fn watch(paths: &Paths, once: bool) -> Result<i32, Error> {
         .to_string();
     let mut previous: Option<(Instant, u64, u64)> = None;
     loop {
-        let stats = super::health(&format!("{base}/api/stats"), Duration::from_secs(1))
+        let stats = super::admin_get(paths, &format!("{base}/api/stats"), Duration::from_secs(1))
             .ok()
             .and_then(|b| serde_json::from_str::<Value>(&b).ok());
         let mut out = String::from("\x1b[H\x1b[2J");

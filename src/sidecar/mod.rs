@@ -64,12 +64,28 @@ pub fn services(config: &Config, exe: &Path) -> Result<Vec<Service>, Error> {
 
 /// GET `url` within `timeout`: Ok with the body on a 2xx answer.
 pub fn health(url: &str, timeout: Duration) -> Result<String, String> {
+    get(url, timeout, None)
+}
+
+/// GET one of the gateway's admin endpoints (`/api/…`), presenting the admin token that the
+/// gateway keeps in `paths`' config dir.
+pub fn admin_get(paths: &Paths, url: &str, timeout: Duration) -> Result<String, String> {
+    let token = crate::gateway::admin::token::read(paths)
+        .ok_or_else(|| format!("no admin token in {}", paths.admin_token_file().display()))?;
+    get(url, timeout, Some(&token))
+}
+
+fn get(url: &str, timeout: Duration, token: Option<&str>) -> Result<String, String> {
     let agent = ureq::Agent::config_builder()
         .timeout_global(Some(timeout))
         .http_status_as_error(false)
         .build()
         .new_agent();
-    match agent.get(url).call() {
+    let mut request = agent.get(url);
+    if let Some(token) = token {
+        request = request.header(crate::gateway::admin::token::HEADER, token);
+    }
+    match request.call() {
         Ok(mut response) if response.status().is_success() => {
             Ok(response.body_mut().read_to_string().unwrap_or_default())
         }

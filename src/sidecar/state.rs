@@ -162,7 +162,9 @@ pub fn start_time(pid: u32) -> Option<u64> {
 /// Whether `pid` is still the process that was recorded (not a reused pid), and this user's.
 pub fn is_same_process(pid: u32, recorded_start: Option<u64>) -> bool {
     match (start_time(pid), recorded_start) {
-        (Some(now), Some(then)) => now == then && owner(pid) == Some(nix::unistd::getuid().as_raw()),
+        (Some(now), Some(then)) => {
+            now == then && owner(pid) == Some(nix::unistd::getuid().as_raw())
+        }
         (Some(_), None) => false,
         (None, _) => false,
     }

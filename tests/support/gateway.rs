@@ -87,9 +87,36 @@ pub fn configure(clutch_home: &std::path::Path, config: &str, profiles: &[(&str,
 }
 
 /// An HTTP client that returns error statuses as responses, since the tests assert on them.
+/// Bodies go out as JSON unless a test says otherwise, as agents send them.
 pub fn http_agent() -> ureq::Agent {
+    agent(None)
+}
+
+/// [`http_agent`] that also presents the admin token of the gateway under `clutch_home`
+/// (read at each request, so the gateway may make it after this agent exists).
+pub fn admin_agent(clutch_home: &std::path::Path) -> ureq::Agent {
+    agent(Some(clutch::paths::Paths::under(clutch_home)))
+}
+
+fn agent(admin: Option<clutch::paths::Paths>) -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
+        .middleware(
+            move |mut request: ureq::http::Request<ureq::SendBody>,
+                  next: ureq::middleware::MiddlewareNext| {
+                let headers = request.headers_mut();
+                if !headers.contains_key("content-type") {
+                    headers.insert("content-type", "application/json".parse().unwrap());
+                }
+                if let Some(token) = admin.as_ref().and_then(clutch::gateway::admin::token::read) {
+                    headers.insert(
+                        clutch::gateway::admin::token::HEADER,
+                        token.parse().unwrap(),
+                    );
+                }
+                next.handle(request)
+            },
+        )
         .build()
         .new_agent()
 }

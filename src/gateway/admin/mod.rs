@@ -1,0 +1,122 @@
+//! The gateway's own surface besides model calls: the browser boundary every request passes,
+//! the admin token, and the admin endpoints under `/api/` (breakers, keys, usage, stats,
+//! reload), which want the token even on loopback.
+
+pub mod boundary;
+pub mod token;
+
+use axum::http::{HeaderMap, Method};
+use axum::response::Response;
+use serde_json::json;
+
+use super::Gateway;
+use super::breaker;
+use super::ir::{ApiError, ErrorKind};
+use super::proto::Protocol;
+use super::server::{error_response, json_response};
+
+/// Paths under `/api/` that agents call as part of their own protocol, answered without the
+/// admin token: Claude Code's reachability probe and Hermes' model listings.
+const AGENT_PATHS: &[&str] = &["/api/hello", "/api/v1/models", "/api/tags"];
+
+/// Whether `path` (after any `/p/<profile>`) is an admin endpoint.
+pub fn is_admin(path: &str) -> bool {
+    path.starts_with("/api/") && !AGENT_PATHS.contains(&path)
+}
+
+/// Whether the request presents the admin token.
+pub fn presents_token(gateway: &Gateway, headers: &HeaderMap) -> bool {
+    let presented = headers
+        .get(token::HEADER)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| {
+            headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+        });
+    presented.is_some_and(|p| token::matches(&gateway.admin_token, p.trim()))
+}
+
+/// An admin endpoint; `None` when `path` is not one this gateway has.
+pub fn handle(
+    gateway: &Gateway,
+    method: &Method,
+    path: &str,
+    headers: &HeaderMap,
+) -> Option<Response> {
+    if !presents_token(gateway, headers) {
+        return Some(error_response(
+            Protocol::Chat,
+            &ApiError::new(
+                ErrorKind::Authentication,
+                format!(
+                    "{path} needs the admin token: send it as `{}` (it is in {}, which `xx` and `proxies` read)",
+                    token::HEADER,
+                    gateway.paths.admin_token_file().display()
+                ),
+            ),
+        ));
+    }
+    let response = match (method, path) {
+        (&Method::POST, "/api/reload") => match gateway.reload() {
+            Ok(()) => json_response(200, &json!({"reloaded": true})),
+            Err(err) => error_response(
+                Protocol::Chat,
+                &ApiError::invalid(format!("reload rejected, the previous config stays: {err}")),
+            ),
+        },
+        (&Method::GET, "/api/breakers") => {
+            json_response(200, &gateway.breakers.to_json(breaker::now_ms()))
+        }
+        (&Method::GET, "/api/usage") => json_response(200, &gateway.ledger.to_json()),
+        (&Method::GET, "/api/keys") => json_response(200, &gateway.keys.to_json(breaker::now_ms())),
+        (&Method::POST, "/api/keys/reset") => {
+            json_response(200, &json!({"reset": gateway.keys.reset(None)}))
+        }
+        (&Method::POST, path) if path.starts_with("/api/keys/") && path.ends_with("/reset") => {
+            let provider = percent_decode(&path["/api/keys/".len()..path.len() - "/reset".len()]);
+            json_response(200, &json!({"reset": gateway.keys.reset(Some(&provider))}))
+        }
+        (&Method::POST, path) if path.starts_with("/api/breakers/") && path.ends_with("/reset") => {
+            let id = &path["/api/breakers/".len()..path.len() - "/reset".len()];
+            let id = percent_decode(id);
+            if gateway.breakers.reset(&id) {
+                json_response(200, &json!({"reset": id}))
+            } else {
+                error_response(
+                    Protocol::Chat,
+                    &ApiError::new(ErrorKind::NotFound, format!("no breaker `{id}`")),
+                )
+            }
+        }
+        (&Method::GET, "/api/stats") => {
+            let mut stats = gateway.stats.to_json();
+            stats["uptime_secs"] = gateway.health()["uptime_secs"].clone();
+            json_response(200, &stats)
+        }
+        _ => return None,
+    };
+    Some(response)
+}
+
+/// `%7C` and friends in a breaker id taken from a path.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(byte) = text
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(byte);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
