@@ -313,3 +313,21 @@ fn prompt_from(args: &LaunchArgs) -> Result<Option<String>, Error> {
     }
     Ok(args.prompt.clone())
 }
+
+/// A closed pipe (`proxies status | head`, a pager quit early) ends the command quietly with
+/// exit 0, as the reader wanted no more; `println!` would otherwise panic with exit 101.
+pub fn quiet_on_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.contains("Broken pipe") || message.contains("os error 32") {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
+}

@@ -4,6 +4,7 @@
 use clap::Parser as _;
 
 fn main() {
+    clutch::app::quiet_on_broken_pipe();
     let result = match clutch::sidecar::hidden_entry() {
         Some(result) => result,
         None => clutch::app::run_proxies(clutch::cli::ProxiesArgs::parse()),

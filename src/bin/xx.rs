@@ -11,6 +11,7 @@ use clap::Parser as _;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
+    clutch::app::quiet_on_broken_pipe();
     let result = match clutch::sidecar::hidden_entry() {
         Some(result) => result,
         None => clutch::app::run_xx(clutch::cli::XxArgs::parse()),

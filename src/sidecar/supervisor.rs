@@ -216,8 +216,13 @@ impl Supervisor {
             .stderr(Stdio::piped());
         // The services die with the supervisor, so a killed supervisor leaves no orphans.
         unsafe {
+            // Its own process group, so a stop reaches whatever it started too; and killed
+            // outright if the supervisor dies, even by SIGKILL, so no service (one that
+            // ignores SIGTERM included) outlives it holding its port.
             child.pre_exec(|| {
-                nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).map_err(std::io::Error::from)?;
+                nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0))
+                    .map_err(std::io::Error::from)?;
+                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)?;
                 Ok(())
             });
         }
@@ -427,16 +432,15 @@ impl Supervisor {
             if let Some(pid) = running.state.pid
                 && state::is_same_process(pid, running.state.pid_start)
             {
-                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+                signal_group(pid, Signal::SIGTERM);
                 let deadline = Instant::now() + STOP_GRACE;
                 while state::is_same_process(pid, self.services[index].state.pid_start)
                     && Instant::now() < deadline
                 {
                     std::thread::sleep(Duration::from_millis(5));
                 }
-                if state::is_same_process(pid, self.services[index].state.pid_start) {
-                    let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
-                }
+                // The group too: a child the service started may outlive it otherwise.
+                signal_group(pid, Signal::SIGKILL);
             }
             let running = &mut self.services[index];
             running.state.state = Phase::Stopped;
@@ -459,6 +463,12 @@ fn describe(status: std::process::ExitStatus) -> String {
         ),
         _ => "exited".into(),
     }
+}
+
+/// `signal` to the process group a service leads (it was started as the leader of its own,
+/// so the group's id is its pid, and that id stays taken while anyone is left in the group).
+fn signal_group(pid: u32, signal: Signal) {
+    let _ = nix::sys::signal::killpg(Pid::from_raw(pid as i32), signal);
 }
 
 /// SIGTERM, then SIGKILL after the grace period; used only on processes proven ours.

@@ -91,6 +91,14 @@ pub enum Reply {
     StallStream {
         millis: u64,
     },
+    /// `prefix`, then `x` bytes up to `total` bytes in all, made as they are sent (a broken or
+    /// hostile upstream's endless answer, error page or SSE line); stops when the caller hangs up.
+    Flood {
+        status: u16,
+        content_type: String,
+        prefix: String,
+        total: u64,
+    },
     /// Send 200, event-stream headers and these bytes, then keep the stream open until the
     /// caller hangs up, and say so on `hung_up`.
     Hang {
@@ -288,6 +296,13 @@ impl FakeUpstream {
     /// Queue replies for the next model calls, in order.
     pub fn script(&self, replies: impl IntoIterator<Item = Reply>) {
         self.shared.state.lock().unwrap().script.extend(replies);
+    }
+
+    /// Forget every queued reply.
+    pub fn clear_script(&self) {
+        let mut state = self.shared.state.lock().unwrap();
+        state.script.clear();
+        state.by_model.clear();
     }
 
     /// Queue replies for the next calls that ask for `model`, in order.
@@ -540,6 +555,31 @@ fn raw_reply(reply: &Reply) -> Response {
             Response::builder()
                 .status(200)
                 .header("content-type", "text/event-stream")
+                .body(Body::from_stream(body))
+                .unwrap()
+        }
+        Reply::Flood {
+            status,
+            content_type,
+            prefix,
+            total,
+        } => {
+            use futures_util::StreamExt as _;
+            const CHUNK: usize = 256 * 1024;
+            let filler = Bytes::from(vec![b'x'; CHUNK]);
+            let prefix = Bytes::from(prefix.clone());
+            let rest = total.saturating_sub(prefix.len() as u64);
+            let chunks = rest.div_ceil(CHUNK as u64);
+            let body = futures_util::stream::iter(std::iter::once(prefix).chain((0..chunks).map(
+                move |i| {
+                    let left = rest - i * CHUNK as u64;
+                    filler.slice(..(left.min(CHUNK as u64) as usize))
+                },
+            )))
+            .map(Ok::<_, std::convert::Infallible>);
+            Response::builder()
+                .status(*status)
+                .header("content-type", content_type.as_str())
                 .body(Body::from_stream(body))
                 .unwrap()
         }

@@ -57,6 +57,67 @@ impl Drop for TestGateway {
     }
 }
 
+/// `xx gateway` as its own process on a free loopback port, for tests that read its memory
+/// or its log. Killed when dropped.
+pub struct ProcessGateway {
+    pub url: String,
+    pub log: std::path::PathBuf,
+    child: std::process::Child,
+}
+
+impl ProcessGateway {
+    pub fn start(clutch_home: &std::path::Path) -> ProcessGateway {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let log = clutch_home.join("gateway.log");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_xx"))
+            .args(["gateway", "--listen", &format!("127.0.0.1:{port}")])
+            .env("CLUTCH_HOME", clutch_home)
+            .env("CLUTCH_LOG", "debug")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let url = format!("http://127.0.0.1:{port}");
+        let started = std::time::Instant::now();
+        while ureq::get(&format!("{url}/health")).call().is_err() {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(10),
+                "the gateway did not start: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        ProcessGateway { url, log, child }
+    }
+
+    /// Resident memory in MB, from /proc.
+    pub fn rss_mb(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|kb| kb.parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    }
+
+    pub fn alive(&mut self) -> bool {
+        self.child.try_wait().ok().flatten().is_none()
+    }
+}
+
+impl Drop for ProcessGateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Config and a default profile that send every model call to the fake upstream at `url`,
 /// which speaks `format`.
 pub fn route_everything_to(
