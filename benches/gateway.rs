@@ -55,6 +55,19 @@ fn main() {
         );
         return;
     }
+    if args.iter().any(|a| a == "probes" || a == "abuse") {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        if args.iter().any(|a| a == "probes") {
+            runtime.block_on(probes::probes());
+        } else {
+            runtime.block_on(probes::abuse());
+        }
+        return;
+    }
     if args.iter().any(|a| a == "soak" || a == "failover") {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -203,7 +216,7 @@ async fn run() {
         let started = Instant::now();
         let child = Killed(spawn_gateway(xx, &home, port));
         let url = format!("http://127.0.0.1:{port}/v1/messages");
-        let client = reqwest::Client::new();
+        let client = client();
         loop {
             if let Ok(r) = client.post(&url).body(small_anthropic()).send().await
                 && r.status().is_success()
@@ -228,7 +241,7 @@ async fn run() {
     wait_ready(&format!("{gateway}/health")).await;
     let pid = gateway_child.0.id();
     // Idle: after start-up and one request, before any load.
-    let client = reqwest::Client::new();
+    let client = client();
     let _ = client
         .post(format!("{gateway}/v1/messages"))
         .body(small_anthropic())
@@ -239,6 +252,26 @@ async fn run() {
         .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let rss_idle = rss_kib(pid);
+
+    // `CLUTCH_BENCH_BASELINE=<an older xx>`: that build runs beside this one, as one more
+    // target in the same rounds, so a change's cost is measured in the same run.
+    let baseline = std::env::var("CLUTCH_BENCH_BASELINE").ok().map(|old| {
+        let home = work.path().join("baseline");
+        std::fs::create_dir_all(home.join("config/profiles")).unwrap();
+        for file in [
+            "config/config.toml",
+            "config/profiles/paced.toml",
+            "config/profiles/default.toml",
+        ] {
+            let _ = std::fs::copy(work.path().join("clutch").join(file), home.join(file));
+        }
+        let port = free_port();
+        let child = Killed(spawn_gateway(&old, &home, port));
+        (child, format!("http://127.0.0.1:{port}"))
+    });
+    if let Some((_, url)) = &baseline {
+        wait_ready(&format!("{url}/health")).await;
+    }
 
     let targets: Vec<(&str, String, Bytes)> = {
         let mut t = vec![(
@@ -258,6 +291,13 @@ async fn run() {
             format!("{gateway}/v1/messages"),
             Bytes::from(small_anthropic()),
         ));
+        if let Some((_, url)) = &baseline {
+            t.push((
+                "baseline gateway",
+                format!("{url}/v1/messages"),
+                Bytes::from(small_anthropic()),
+            ));
+        }
         t
     };
     let mut gateway_requests = 0usize;
@@ -304,6 +344,13 @@ async fn run() {
             format!("{gateway}{profile}/v1/messages"),
             Bytes::from(agent_anthropic.clone()),
         ));
+        if let Some((_, url)) = &baseline {
+            targets.push((
+                "baseline gateway",
+                format!("{url}{profile}/v1/messages"),
+                Bytes::from(agent_anthropic.clone()),
+            ));
+        }
         stream_runs.push(stream_rounds(&targets).await);
         gateway_requests += ROUNDS * STREAM_REQUESTS;
     }
@@ -334,6 +381,7 @@ async fn run() {
     one_cpu.set(first_cpu).unwrap();
     let mut pids = vec![std::process::id(), fake_child.0.id(), pid];
     pids.extend(nginx.as_ref().map(|(child, _)| child.0.id()));
+    pids.extend(baseline.as_ref().map(|(child, _)| child.0.id()));
     let pinned = pin(&pids, &one_cpu);
     println!(
         "\nsmall non-streaming requests, every process on CPU {first_cpu} ({ROUNDS} interleaved rounds of {SMALL_SECONDS} s each; medians)"
@@ -357,11 +405,13 @@ async fn run() {
             gw.p50_ms - direct.p50_ms
         );
     }
-    if let (Some(nginx), Some(direct)) = (find("nginx", 1), find("direct", 1)) {
-        println!(
-            "  nginx added p50 at concurrency 1: {:.3} ms",
-            nginx.p50_ms - direct.p50_ms
-        );
+    for hop in ["nginx", "baseline"] {
+        if let (Some(via), Some(direct)) = (find(hop, 1), find("direct", 1)) {
+            println!(
+                "  {hop} added p50 at concurrency 1: {:.3} ms",
+                via.p50_ms - direct.p50_ms
+            );
+        }
     }
     let on_one_cpu = |name: &str| {
         one_cpu_small
@@ -370,7 +420,7 @@ async fn run() {
             .map(|(_, s)| s.p50_ms)
     };
     if pinned && let Some(direct) = on_one_cpu("direct") {
-        for hop in ["gateway", "nginx"] {
+        for hop in ["gateway", "nginx", "baseline"] {
             if let Some(via) = on_one_cpu(hop) {
                 println!(
                     "  {hop} added p50 at concurrency 1, all on one CPU: {:.3} ms",
@@ -388,6 +438,14 @@ async fn run() {
             "  gateway throughput at 32: {:.0}% of direct",
             100.0 * gw.rps / direct.rps
         );
+        if let Some(old) = find("baseline", 32) {
+            println!(
+                "  baseline gateway added p99 at concurrency 32: {:.3} ms; throughput {:.0}% of direct; this build / baseline: {:.2}x",
+                old.p99_ms - direct.p99_ms,
+                100.0 * old.rps / direct.rps,
+                gw.rps / old.rps
+            );
+        }
         if let Some(nginx) = find("nginx", 32) {
             println!(
                 "  nginx throughput at 32: {:.0}% of direct",
@@ -406,7 +464,7 @@ async fn run() {
                 .find(|(n, _)| n.starts_with(name))
                 .map(|(_, s)| *s)
         };
-        for hop in ["gateway", "nginx"] {
+        for hop in ["gateway", "nginx", "baseline"] {
             if let (Some(direct), Some(via)) = (stream_of("direct"), stream_of(hop)) {
                 // Paced, the total is mostly the fake's timer sleeps, which jitter by more than
                 // a hop adds; what the hop adds to the total is what it adds to the stream's end.
@@ -602,8 +660,20 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     ms(sorted[at])
 }
 
+/// Bodies go out declared as JSON, as agents send them (the gateway refuses model calls that
+/// are not).
+fn json_headers() -> reqwest::header::HeaderMap {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::CONTENT_TYPE,
+        reqwest::header::HeaderValue::from_static("application/json"),
+    );
+    headers
+}
+
 fn client() -> reqwest::Client {
     reqwest::Client::builder()
+        .default_headers(json_headers())
         .pool_max_idle_per_host(256)
         .tcp_nodelay(true)
         .no_proxy()
@@ -879,11 +949,21 @@ fn fake_upstream(port: u16, mode: &str) {
         let stream = Arc::new(stream);
         let cut = Arc::new(cut);
         let seed = Arc::new(std::sync::atomic::AtomicU64::new(0x9E37_79B9_7F4A_7C15 ^ u64::from(port)));
+        let calls = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counted = calls.clone();
         let app = axum::Router::new()
             .route("/health", axum::routing::get(|| async { "ok" }))
-            .fallback(move |uri: axum::http::Uri, body: axum::body::Bytes| {
+            .route("/count", axum::routing::get(move || {
+                let counted = counted.clone();
+                async move { counted.load(std::sync::atomic::Ordering::Relaxed).to_string() }
+            }))
+            .fallback(move |uri: axum::http::Uri, headers: axum::http::HeaderMap, body: axum::body::Bytes| {
                 let (small, stream, cut, seed) = (small.clone(), stream.clone(), cut.clone(), seed.clone());
+                calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 async move {
+                    if let Some(response) = probes::hostile_answer(uri.path(), &headers) {
+                        return response;
+                    }
                     let wants_stream = memchr_stream(&body);
                     let respond = |status: u16, content_type: &str, text: String| {
                         axum::response::Response::builder().status(status).header("content-type", content_type).body(axum::body::Body::from(text)).unwrap()
@@ -917,6 +997,8 @@ fn fake_upstream(port: u16, mode: &str) {
                     if wants_stream { respond(200, "text/event-stream", (*stream).clone()) } else { respond(200, "application/json", (*small).clone()) }
                 }
             });
+        // The abuse run sends 30 MB requests through.
+        let app = app.layer(axum::extract::DefaultBodyLimit::disable());
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
         axum::serve(listener, app).await.unwrap();
     });
@@ -977,6 +1059,9 @@ fn memchr_stream(body: &[u8]) -> bool {
 
 #[path = "gateway/soak.rs"]
 mod soak;
+
+#[path = "gateway/probes.rs"]
+mod probes;
 
 /// Median microseconds of each stage of an Anthropic -> chat translation of the ~48 KB agent
 /// request, and of translating its 20-chunk answer stream back.

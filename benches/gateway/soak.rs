@@ -24,7 +24,7 @@ const CONCURRENCY: usize = 16;
 /// The share of requests that must be answered 200.
 const FLOOR: f64 = 0.98;
 
-fn start_fake(mode: &str) -> (Killed, String) {
+pub fn start_fake(mode: &str) -> (Killed, String) {
     let port = free_port();
     let me = std::env::current_exe().unwrap();
     let child = Command::new(me)
@@ -104,6 +104,7 @@ async fn shape(name: &str, config: &str, profile: &str, total: usize) {
     let pid = gateway.0.id();
 
     let client = reqwest::Client::builder()
+        .default_headers(super::json_headers())
         .pool_max_idle_per_host(64)
         .no_proxy()
         .build()
@@ -184,7 +185,14 @@ async fn shape(name: &str, config: &str, profile: &str, total: usize) {
     let alive = std::fs::metadata(format!("/proc/{pid}")).is_ok();
     let log_text = std::fs::read_to_string(&log).unwrap_or_default();
     let panics = log_text.matches("panicked").count();
-    let breakers = client.get(format!("{url}/api/breakers")).send().await.ok();
+    let token = clutch::gateway::admin::token::read(&clutch::paths::Paths::under(work.path()))
+        .unwrap_or_default();
+    let breakers = client
+        .get(format!("{url}/api/breakers"))
+        .header(clutch::gateway::admin::token::HEADER, token)
+        .send()
+        .await
+        .ok();
     let breakers = match breakers {
         Some(r) => r.text().await.unwrap_or_default(),
         None => String::new(),
@@ -265,7 +273,11 @@ pub async fn failover() {
     );
     wait_ready(&format!("{only_good}/health")).await;
     wait_ready(&format!("{fail_then_good}/health")).await;
-    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let client = reqwest::Client::builder()
+        .default_headers(super::json_headers())
+        .no_proxy()
+        .build()
+        .unwrap();
     let chat =
         json!({"model": "fast", "messages": [{"role": "user", "content": "hi"}]}).to_string();
     let anthropic = json!({"model": "claude-sonnet-x", "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]}).to_string();

@@ -409,13 +409,36 @@ impl Call {
     }
 
     /// Different protocols: decode to the IR, encode for the provider, and back.
-    pub async fn translate(self, request: &ir::Request) -> Result<Response, Failure> {
+    /// `large`: the client's body was large enough that encoding goes off the event loop.
+    pub async fn translate(
+        self,
+        shared: &Arc<ir::Request>,
+        large: bool,
+    ) -> Result<Response, Failure> {
         let protocol = self.protocol;
-        let upstream_body = Bytes::from(proto::encode_request_bytes(
-            self.provider.format,
-            request,
-            &self.model,
-        ));
+        let request: &ir::Request = shared;
+        let upstream_body = if large {
+            // As with decoding: a large request is encoded off the event loop.
+            let (shared, format, model) =
+                (shared.clone(), self.provider.format, self.model.clone());
+            tokio::task::spawn_blocking(move || {
+                proto::encode_request_bytes(format, &shared, &model)
+            })
+            .await
+            .map(Bytes::from)
+            .map_err(|_| {
+                Failure::new(
+                    ApiError::new(ErrorKind::Api, "the request encoder failed"),
+                    Class::Retryable,
+                )
+            })?
+        } else {
+            Bytes::from(proto::encode_request_bytes(
+                self.provider.format,
+                request,
+                &self.model,
+            ))
+        };
         let response = match self.send(upstream_body, None, &[]).await {
             Ok(response) => response,
             Err(failure) => return Err(failure),

@@ -251,7 +251,14 @@ async fn read_body(
         response
     };
     let deadline = tokio::time::Instant::now() + BODY_DEADLINE;
-    let mut parts: Vec<Bytes> = Vec::new();
+    let declared = axum::body::HttpBody::size_hint(&body)
+        .exact()
+        .and_then(|n| usize::try_from(n).ok())
+        .filter(|n| *n <= limit);
+    // One frame is kept as it came; more are copied as they arrive into one buffer (sized
+    // from Content-Length when there is one), not joined in one large copy at the end.
+    let mut first: Option<Bytes> = None;
+    let mut joined: Option<bytes::BytesMut> = None;
     let mut size = 0usize;
     loop {
         let wait = (tokio::time::Instant::now() + gap).min(deadline);
@@ -292,20 +299,26 @@ async fn read_body(
         if let Err(error) = gateway.admission.hold(held, data.len()) {
             return Err(closing(error));
         }
-        parts.push(data);
-    }
-    Ok(match parts.len() {
-        0 => Bytes::new(),
-        1 => parts.pop().unwrap_or_default(),
-        _ => {
-            let mut whole = bytes::BytesMut::with_capacity(size);
-            for part in parts {
-                whole.extend_from_slice(&part);
+        match (&mut joined, first.take()) {
+            (Some(whole), _) => whole.extend_from_slice(&data),
+            (None, None) => first = Some(data),
+            (None, Some(earlier)) => {
+                let mut whole =
+                    bytes::BytesMut::with_capacity(declared.unwrap_or(size * 2).max(size));
+                whole.extend_from_slice(&earlier);
+                whole.extend_from_slice(&data);
+                joined = Some(whole);
             }
-            whole.freeze()
         }
+    }
+    Ok(match joined {
+        Some(whole) => whole.freeze(),
+        None => first.unwrap_or_default(),
     })
 }
+
+/// Request bodies larger than this are decoded and encoded on the blocking pool.
+pub const OFF_THREAD_BYTES: usize = 1024 * 1024;
 
 /// The longest a request body may take to arrive in all.
 const BODY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(300);
@@ -339,7 +352,19 @@ async fn model_call(
     // Every request is decoded once: it is checked before anything is sent, and routing
     // and translation read the same canonical form.
     let path_model = gemini.as_ref().map(|(m, _)| m.as_str());
-    let mut request = match proto::decode_request(protocol, &body, path_model) {
+    let decoded = if body.len() > OFF_THREAD_BYTES {
+        // A large body takes tens of milliseconds to decode: off the event loop, so other
+        // clients (and `/health`) are not kept waiting behind it.
+        let (body, path_model) = (body.clone(), path_model.map(str::to_string));
+        tokio::task::spawn_blocking(move || {
+            proto::decode_request(protocol, &body, path_model.as_deref())
+        })
+        .await
+        .unwrap_or_else(|_| Err(ApiError::new(ErrorKind::Api, "the request decoder failed")))
+    } else {
+        proto::decode_request(protocol, &body, path_model)
+    };
+    let mut request = match decoded {
         Ok(request) => request,
         Err(error) => return error_response(protocol, &error),
     };
@@ -373,10 +398,24 @@ async fn model_call(
         Ok(plan) => plan,
         Err(error) => return error_response(protocol, &error),
     };
+    let request = Arc::new(request);
+    let large = body.len() > OFF_THREAD_BYTES;
     let (response, served_by) = cascade(
-        gateway, &routing, protocol, stream, &plan, &request, body, query, headers,
+        gateway,
+        &routing,
+        protocol,
+        stream,
+        &plan,
+        &request,
+        body.clone(),
+        query,
+        headers,
     )
     .await;
+    if large {
+        // Freeing tens of megabytes is not free either: not on the event loop.
+        tokio::task::spawn_blocking(move || drop((request, body)));
+    }
     let ok = response.status().is_success();
     gateway.stats.record(
         served_by.as_deref().unwrap_or("none"),
@@ -422,7 +461,7 @@ async fn cascade(
     protocol: Protocol,
     stream: bool,
     plan: &route::Plan,
-    request: &ir::Request,
+    request: &Arc<ir::Request>,
     body: Bytes,
     query: Option<&str>,
     headers: &HeaderMap,
@@ -507,7 +546,7 @@ async fn cascade(
                     call.forward(body.clone(), &request.model_span, query, headers)
                         .await
                 } else {
-                    call.translate(request).await
+                    call.translate(request, body.len() > OFF_THREAD_BYTES).await
                 };
                 let failure = match outcome {
                     Ok(response) => {
