@@ -573,3 +573,110 @@ fn a_closed_pipe_ends_listing_commands_quietly() {
         assert_ne!(out.status.code(), Some(101), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn a_corrupt_state_file_is_moved_aside_not_silently_reset() {
+    let home = tempfile::tempdir().unwrap();
+    let fake = FakeUpstream::start("fine");
+    support::gateway::route_everything_to(home.path(), "http://127.0.0.1:1", &fake.url(), "chat");
+    let state = home.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::write(state.join("breakers.json"), "{\"half a file").unwrap();
+    let gateway = TestGateway::start(home.path());
+    let (status, _) =
+        raw_request(&gateway.url, "GET /health HTTP/1.1\r\nHost: 127.0.0.1", "").unwrap();
+    assert_eq!(status, 200);
+    let aside: Vec<String> = std::fs::read_dir(&state)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("breakers.corrupt-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "kept for a look: {aside:?}");
+    assert_eq!(
+        std::fs::read_to_string(state.join(&aside[0])).unwrap(),
+        "{\"half a file"
+    );
+}
+
+#[test]
+fn a_drip_of_keep_alives_cannot_hold_a_client_past_the_overall_deadline() {
+    let home = tempfile::tempdir().unwrap();
+    let (a, b) = (FakeUpstream::start("from-a"), FakeUpstream::start("from-b"));
+    configure(
+        home.path(),
+        &format!(
+            "[gateway]\nauto_start = false\nretries = 1\nfirst_byte_timeout_secs = 1\ntotal_timeout_secs = 2\n\
+             [providers.a]\nbase_url = \"{}/v1\"\nformat = \"chat\"\n\
+             [providers.b]\nbase_url = \"{}/v1\"\nformat = \"chat\"\n",
+            a.url(),
+            b.url()
+        ),
+        &[(
+            "default",
+            "[tiers.middle]\nmodel = \"a|m\"\ncascade = [\"b|m\"]\n",
+        )],
+    );
+    let drip = Reply::Drip {
+        every_ms: 200,
+        for_ms: 20_000,
+    };
+    a.script([drip.clone(), drip.clone()]);
+    b.script([drip.clone(), drip]);
+    let gateway = TestGateway::start(home.path());
+    let started = Instant::now();
+    let mut response = http_agent()
+        .post(&format!("{}/v1/messages", gateway.url))
+        .send(json!({"model": "claude-sonnet-x", "max_tokens": 9, "stream": true, "messages": [{"role": "user", "content": "hi"}]}).to_string())
+        .unwrap();
+    let text = response.body_mut().read_to_string().unwrap();
+    let took = started.elapsed();
+    assert!(response.status().as_u16() >= 500, "{text}");
+    // Four attempts of a drip would have taken minutes; one deadline covers them all.
+    assert!(took < Duration::from_millis(3500), "took {took:?}: {text}");
+}
+
+#[test]
+fn the_gateway_raises_its_open_file_limit_to_the_hard_limit() {
+    use std::os::unix::process::CommandExt as _;
+    let home = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_xx"));
+    command
+        .args(["gateway", "--listen", &format!("127.0.0.1:{port}")])
+        .env("CLUTCH_HOME", home.path())
+        .stderr(std::process::Stdio::null());
+    unsafe {
+        command.pre_exec(|| {
+            use nix::sys::resource::{Resource, getrlimit, setrlimit};
+            let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).map_err(std::io::Error::from)?;
+            setrlimit(Resource::RLIMIT_NOFILE, 256.min(hard), hard).map_err(std::io::Error::from)
+        });
+    }
+    let mut child = command.spawn().unwrap();
+    let url = format!("http://127.0.0.1:{port}/health");
+    let started = Instant::now();
+    while ureq::get(&url).call().is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the gateway did not start"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let numbers: Vec<&str> = line.split_whitespace().skip(3).take(2).collect();
+    assert_eq!(
+        numbers[0], numbers[1],
+        "soft limit raised to the hard one: {line}"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}

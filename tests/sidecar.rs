@@ -406,3 +406,27 @@ fn config_check_show_watch_and_the_systemd_unit() {
         "{check}"
     );
 }
+
+#[test]
+fn a_service_that_ignores_sigterm_does_not_outlive_a_killed_supervisor() {
+    let lab = Lab::new(
+        "[[services]]\nname = \"stubborn\"\ncommand = [\"sh\", \"-c\", \"trap '' TERM; echo stubborn-marker-5150; while true; do sleep 1; done\"]\n",
+    );
+    let output = lab.proxies(&["up"]);
+    assert!(output.code.is_some(), "{output}");
+    wait_until(Duration::from_secs(10), "the stubborn service", || {
+        lab.service("stubborn")["pid"].is_u64()
+    });
+    let service = lab.service("stubborn")["pid"].as_u64().unwrap() as i32;
+    let supervisor = lab.status()["supervisor"]["pid"].as_u64().unwrap() as i32;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(supervisor),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    // The service and what it started (its `sleep`) go with the supervisor.
+    wait_until(Duration::from_secs(10), "the service to die", || {
+        let stat = std::fs::read_to_string(format!("/proc/{service}/stat")).unwrap_or_default();
+        stat.is_empty() || stat.contains(") Z ")
+    });
+}

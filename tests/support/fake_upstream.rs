@@ -99,6 +99,12 @@ pub enum Reply {
         prefix: String,
         total: u64,
     },
+    /// Send 200 and event-stream headers, then an SSE comment (no event) every `every_ms`
+    /// for `for_ms`: an upstream that looks alive and never answers.
+    Drip {
+        every_ms: u64,
+        for_ms: u64,
+    },
     /// Send 200, event-stream headers and these bytes, then keep the stream open until the
     /// caller hangs up, and say so on `hung_up`.
     Hang {
@@ -580,6 +586,24 @@ fn raw_reply(reply: &Reply) -> Response {
             Response::builder()
                 .status(*status)
                 .header("content-type", content_type.as_str())
+                .body(Body::from_stream(body))
+                .unwrap()
+        }
+        Reply::Drip { every_ms, for_ms } => {
+            let (every, count) = (*every_ms, for_ms / every_ms.max(&1));
+            let body = futures_util::stream::unfold(0u64, move |sent| async move {
+                if sent >= count {
+                    return None;
+                }
+                tokio::time::sleep(Duration::from_millis(every)).await;
+                Some((
+                    Ok::<_, std::convert::Infallible>(Bytes::from_static(b": still thinking\n\n")),
+                    sent + 1,
+                ))
+            });
+            Response::builder()
+                .status(200)
+                .header("content-type", "text/event-stream")
                 .body(Body::from_stream(body))
                 .unwrap()
         }
