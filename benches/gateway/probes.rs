@@ -517,7 +517,7 @@ pub async fn abuse() {
             baseline.push(t.elapsed().as_secs_f64() * 1000.0);
         }
         rss_peak = rss_peak.max(rss_kib(pid) as f64 / 1024.0);
-        if tick % 2 == 0 {
+        if tick.is_multiple_of(2) {
             normal_total += 1;
             if let Ok(r) = client
                 .post(format!("{}/p/ok/v1/messages", p.url))
