@@ -173,6 +173,13 @@ impl Gateway {
     /// Build from the config and the profiles in `paths`; every reference is checked here so
     /// a mistake fails at start-up, not on the first request.
     pub fn new(config: &Config, paths: &Paths) -> Result<Gateway, ConfigError> {
+        crate::paths::ensure_private_dir(&paths.state_dir).map_err(|message| {
+            ConfigError::Invalid {
+                origin: paths.state_dir.display().to_string(),
+                field: "state dir".into(),
+                message,
+            }
+        })?;
         let admin_token =
             admin::token::load_or_create(paths).map_err(|message| ConfigError::Invalid {
                 origin: paths.admin_token_file().display().to_string(),
