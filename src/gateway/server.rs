@@ -13,6 +13,7 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::Response;
 use bytes::Bytes;
+use futures_util::FutureExt as _;
 use http_body_util::BodyExt as _;
 use serde_json::{Value, json};
 
@@ -261,8 +262,15 @@ async fn read_body(
     let mut joined: Option<bytes::BytesMut> = None;
     let mut size = 0usize;
     loop {
-        let wait = (tokio::time::Instant::now() + gap).min(deadline);
-        let frame = match tokio::time::timeout_at(wait, body.frame()).await {
+        // Usually the frame is already here: no timer for it then.
+        let next = match body.frame().now_or_never() {
+            Some(frame) => Ok(frame),
+            None => {
+                let wait = (tokio::time::Instant::now() + gap).min(deadline);
+                tokio::time::timeout_at(wait, body.frame()).await
+            }
+        };
+        let frame = match next {
             Err(_) => {
                 return Err(closing(ApiError {
                     status: 408,

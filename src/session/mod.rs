@@ -44,7 +44,12 @@ pub struct Meta {
 }
 
 impl Meta {
+    /// A session's metadata, when the file is safely ours (see
+    /// [`crate::sidecar::state::trusted`]): its pids are acted on.
     pub fn read(path: &Path) -> Option<Meta> {
+        if !crate::sidecar::state::trusted(path) {
+            return None;
+        }
         serde_json::from_slice(&std::fs::read(path).ok()?).ok()
     }
 

@@ -27,14 +27,16 @@ impl OwnHosts {
     /// Whether `host` (a `Host` header's name part) is this gateway: an IP literal (a page
     /// cannot rebind one), `localhost` or a name under it, or the configured host.
     fn admits(&self, host: &str) -> bool {
-        let host = host.to_ascii_lowercase();
         let bare = host.trim_start_matches('[').trim_end_matches(']');
-        bare.parse::<std::net::IpAddr>().is_ok()
-            || host == "localhost"
-            || host.ends_with(".localhost")
-            || self.0.contains(&host)
+        host.eq_ignore_ascii_case("localhost")
+            || ends_with_ignoring_case(host, ".localhost")
+            || bare.parse::<std::net::IpAddr>().is_ok()
+            || self.0.iter().any(|own| own.eq_ignore_ascii_case(host))
     }
 }
+
+static SEC_FETCH_SITE: axum::http::HeaderName =
+    axum::http::HeaderName::from_static("sec-fetch-site");
 
 /// Refuse what a browser page could send: a foreign `Host`, a foreign `Origin`, or a
 /// cross-site fetch.
@@ -56,7 +58,7 @@ pub fn check(headers: &HeaderMap, own: &OwnHosts) -> Result<(), ApiError> {
             Some(text)
         }
     };
-    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok())
+    if let Some(site) = headers.get(&SEC_FETCH_SITE).and_then(|v| v.to_str().ok())
         && !matches!(site, "same-origin" | "none")
     {
         return Err(refuse(&format!(
@@ -84,13 +86,8 @@ pub fn check(headers: &HeaderMap, own: &OwnHosts) -> Result<(), ApiError> {
 pub fn check_json(headers: &HeaderMap) -> Result<(), ApiError> {
     let declared = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
     let json = declared.is_some_and(|t| {
-        let media = t
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        media == "application/json" || media.ends_with("+json")
+        let media = t.split(';').next().unwrap_or("").trim();
+        media.eq_ignore_ascii_case("application/json") || ends_with_ignoring_case(media, "+json")
     });
     if json {
         return Ok(());
@@ -104,6 +101,11 @@ pub fn check_json(headers: &HeaderMap) -> Result<(), ApiError> {
         ),
         retry_after: None,
     })
+}
+
+fn ends_with_ignoring_case(text: &str, suffix: &str) -> bool {
+    text.len() > suffix.len()
+        && text.as_bytes()[text.len() - suffix.len()..].eq_ignore_ascii_case(suffix.as_bytes())
 }
 
 /// `host:port`, `[v6]:port` or `host` -> the name part.
