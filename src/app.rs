@@ -30,6 +30,12 @@ pub fn run_proxies(args: crate::cli::ProxiesArgs) -> Result<i32, Error> {
         }
         ProxiesCommand::Restart { service } => commands::restart(&paths, service.as_deref()),
         ProxiesCommand::Watch { once } => commands::watch(&paths, once),
+        ProxiesCommand::Breakers { json, command } => match command {
+            None => commands::breakers(&paths, json),
+            Some(crate::cli::BreakersCommand::Reset { id }) => {
+                commands::reset_breakers(&paths, id.as_deref())
+            }
+        },
         ProxiesCommand::Config {
             command: ConfigCommand::Show,
         } => commands::config_show(&paths),

@@ -160,6 +160,13 @@ pub enum ProxiesCommand {
         #[arg(long)]
         once: bool,
     },
+    /// The gateway's circuit breakers: list them, or `reset [ID]` (every one without an id).
+    Breakers {
+        #[arg(long)]
+        json: bool,
+        #[command(subcommand)]
+        command: Option<BreakersCommand>,
+    },
     /// Show or check the configuration.
     Config {
         #[command(subcommand)]
@@ -170,6 +177,12 @@ pub enum ProxiesCommand {
         #[command(subcommand)]
         command: ServiceCommand,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BreakersCommand {
+    /// Close a breaker (`provider|model`), or all of them, so the next request tries again.
+    Reset { id: Option<String> },
 }
 
 #[derive(Debug, Subcommand)]

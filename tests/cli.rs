@@ -361,6 +361,18 @@ fn root_refusal_is_explained_before_the_agent_starts() {
     );
     let record = std::fs::read_to_string(clutch.workdir.path().join("record")).unwrap();
     assert!(record.starts_with("argv:\n"), "{record}");
+    // Claude Code lifts the refusal for IS_SANDBOX=1 only; any other value still refuses.
+    for value in ["yes", "true", "2"] {
+        let output = clutch
+            .xx(&["cid"])
+            .env("PATH", path_with(&bin))
+            .env("IS_SANDBOX", value)
+            .output();
+        assert!(
+            output.stderr.contains("set IS_SANDBOX=1 to allow it"),
+            "IS_SANDBOX={value}: {output}"
+        );
+    }
 }
 
 #[test]

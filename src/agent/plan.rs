@@ -547,7 +547,8 @@ fn bypass_args(spec: &AgentSpec, ctx: &Context<'_>, notices: &mut Vec<String>) -
         .bypass
         .root_override_env
         .as_ref()
-        .is_some_and(|var| ctx.env.get(var).is_some_and(|v| !v.is_empty() && v != "0"));
+        // Exactly `1`: Claude Code 2.1 refuses the flag as root for any other value.
+        .is_some_and(|var| ctx.env.get(var).is_some_and(|v| v == "1"));
     if spec.bypass.refused_as_root && ctx.is_root && !lifted {
         let lift = spec
             .bypass

@@ -205,6 +205,65 @@ impl Breakers {
         found
     }
 
+    /// Forget every breaker; returns how many there were.
+    pub fn reset_all(&self) -> usize {
+        let Ok(mut breakers) = self.breakers.lock() else {
+            return 0;
+        };
+        let count = breakers.len();
+        breakers.clear();
+        self.save(&BTreeMap::new());
+        count
+    }
+
+    /// Forget every breaker of `provider` (its key or config changed); returns how many.
+    pub fn reset_provider(&self, provider: &str) -> usize {
+        let Ok(mut breakers) = self.breakers.lock() else {
+            return 0;
+        };
+        let prefix = format!("{provider}|");
+        let before = breakers.len();
+        breakers.retain(|id, _| !id.starts_with(&prefix));
+        let removed = before - breakers.len();
+        if removed > 0 {
+            let snapshot = breakers.clone();
+            self.save(&snapshot);
+        }
+        removed
+    }
+
+    /// When an open breaker lets a probe through again (0 when it is not open).
+    pub fn open_until(&self, id: &str) -> u64 {
+        self.get(id)
+            .filter(|b| b.state == State::Open)
+            .map_or(0, |b| b.open_until_ms)
+    }
+
+    /// Let one probe through now, whatever the cooldown says: used when every candidate's
+    /// breaker is open, so a recovered provider is found at once instead of after minutes.
+    pub fn force_probe(&self, id: &str) {
+        if let Ok(mut breakers) = self.breakers.lock()
+            && let Some(breaker) = breakers.get_mut(id)
+        {
+            breaker.state = State::HalfOpen;
+            breaker.probing = true;
+        }
+    }
+
+    /// Why `id` is skipped, for the error text: how long it stays open, its last fault and
+    /// how to clear it.
+    pub fn describe_open(&self, id: &str, now: u64) -> String {
+        let Some(breaker) = self.get(id) else {
+            return "its circuit breaker is open".into();
+        };
+        let seconds = breaker.open_until_ms.saturating_sub(now).div_ceil(1000);
+        format!(
+            "its circuit breaker is open for another {seconds} s after {} faults in a row (last: {}); `proxies breakers reset {id}` clears it",
+            breaker.consecutive_failures,
+            breaker.last_error.as_deref().unwrap_or("unknown")
+        )
+    }
+
     pub fn get(&self, id: &str) -> Option<Breaker> {
         self.breakers.lock().ok()?.get(id).cloned()
     }

@@ -214,6 +214,22 @@ impl Gateway {
     /// the old one stays; requests in flight finish on the config they started with.
     pub fn reload(&self) -> Result<(), ConfigError> {
         let (_, routing) = Routing::load(&self.paths)?;
+        // A provider whose key, URL or headers changed starts afresh: the faults and rate
+        // limits of its old settings (a wrong key, most often) say nothing about the new.
+        let old = self.routing.load();
+        for (name, provider) in &routing.providers {
+            let changed = old
+                .providers
+                .get(name)
+                .is_none_or(|before| before.fingerprint != provider.fingerprint);
+            if changed {
+                let reset = self.breakers.reset_provider(name);
+                self.keys.reset(Some(name));
+                if reset > 0 {
+                    tracing::info!(provider = %name, breakers = reset, "provider changed; its breakers were reset");
+                }
+            }
+        }
         self.routing.store(Arc::new(routing));
         Ok(())
     }

@@ -486,6 +486,10 @@ async fn cascade(
     let mut done = vec![false; plan.candidates.len()];
     let mut waited_ms = 0u64;
     let mut out_of_time = false;
+    // Candidates skipped for an open breaker; when nothing else was tried, the one due
+    // soonest is probed (`forced`) rather than the request refused untried.
+    let mut breaker_open: Vec<usize> = Vec::new();
+    let mut forced: Option<usize> = None;
     loop {
         // When the soonest rate-limited candidate is free again (unix ms).
         let mut soonest: Option<u64> = None;
@@ -499,6 +503,11 @@ async fn cascade(
                 done[index] = true;
                 continue;
             };
+            if let Some(why) = &provider.missing_key {
+                attempts.push(format!("{id}: skipped, {why}"));
+                done[index] = true;
+                continue;
+            }
             let key_count = provider.keys.len();
             let usable =
                 gateway
@@ -528,8 +537,14 @@ async fn cascade(
                 done[index] = true;
                 continue;
             }
-            if !gateway.breakers.allow(&id, breaker::now_ms()) {
-                attempts.push(format!("{id}: skipped, its circuit breaker is open"));
+            if forced == Some(index) {
+                gateway.breakers.force_probe(&id);
+            } else if !gateway.breakers.allow(&id, breaker::now_ms()) {
+                attempts.push(format!(
+                    "{id}: skipped, {}",
+                    gateway.breakers.describe_open(&id, breaker::now_ms())
+                ));
+                breaker_open.push(index);
                 done[index] = true;
                 continue;
             }
@@ -639,6 +654,22 @@ async fn cascade(
                     }
                 }
             }
+        }
+        if forced.is_none()
+            && soonest.is_none()
+            && last.is_none()
+            && quota_skips.is_empty()
+            && !out_of_time
+            && let Some(&index) = breaker_open.iter().min_by_key(|&&i| {
+                let target = &plan.candidates[i];
+                gateway
+                    .breakers
+                    .open_until(&format!("{}|{}", target.provider, target.model))
+            })
+        {
+            forced = Some(index);
+            done[index] = false;
+            continue;
         }
         let Some(free) = soonest.filter(|_| !out_of_time) else {
             break;

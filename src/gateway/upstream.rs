@@ -29,6 +29,12 @@ pub struct Provider {
     auth: Vec<Option<(HeaderName, HeaderValue)>>,
     /// `Host` for the base URL, set here so the HTTP client does not format it per request.
     host: Option<HeaderValue>,
+    /// Why this provider cannot be called: it takes a key (from its config or a variable)
+    /// and none is set. Calling it anyway only earns 401s and open breakers.
+    pub missing_key: Option<String>,
+    /// A hash of what decides how it is called (URL, format, keys, headers), to tell on a
+    /// reload whether its breakers and cool-downs still apply. Never stored.
+    pub fingerprint: u64,
 }
 
 /// Names the provider without its keys or headers, which may hold secrets.
@@ -54,6 +60,12 @@ impl Provider {
             headers.push((name, value));
         }
         let keys = config.keys();
+        let declares_key =
+            config.api_key.is_some() || !config.api_keys.is_empty() || config.key_env.is_some();
+        let missing_key = (declares_key && keys.is_empty()).then(|| match &config.key_env {
+            Some(var) => format!("provider `{name}` has no key: {var} is not set"),
+            None => format!("provider `{name}` has no key: its api_key is empty"),
+        });
         let auth = keys
             .iter()
             .map(|key| auth_header(config.format, key))
@@ -67,6 +79,17 @@ impl Provider {
             endpoint: None,
             auth,
             host: None,
+            missing_key,
+            fingerprint: 0,
+        };
+        provider.fingerprint = {
+            use std::hash::{Hash as _, Hasher as _};
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            (&provider.base_url, provider.format.name(), &provider.keys).hash(&mut hasher);
+            for (name, value) in &provider.headers {
+                (name.as_str(), value.as_bytes()).hash(&mut hasher);
+            }
+            hasher.finish()
         };
         let base = parse_uri(&provider.url("model", false, None))
             .map_err(|e| format!("providers.{name}.base_url: {e}"))?;

@@ -483,6 +483,71 @@ pub fn config_show(paths: &Paths) -> Result<i32, Error> {
     Ok(0)
 }
 
+fn gateway_base(paths: &Paths) -> Result<String, Error> {
+    Ok(load(paths)?
+        .gateway
+        .url
+        .as_str()
+        .trim_end_matches('/')
+        .to_string())
+}
+
+/// `proxies breakers [--json]`: every breaker the gateway keeps, open ones first.
+pub fn breakers(paths: &Paths, json_out: bool) -> Result<i32, Error> {
+    let base = gateway_base(paths)?;
+    let body = super::admin_get(
+        paths,
+        &format!("{base}/api/breakers"),
+        Duration::from_secs(2),
+    )
+    .map_err(|why| {
+        Error::Usage(format!(
+            "cannot read the breakers from the gateway at {base} ({why}); is it up? `proxies up`"
+        ))
+    })?;
+    let value: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    if json_out {
+        println!("{value:#}");
+        return Ok(0);
+    }
+    let list = value["breakers"].as_array().cloned().unwrap_or_default();
+    if list.is_empty() {
+        println!("no breakers: every model the gateway called has answered");
+        return Ok(0);
+    }
+    println!(
+        "{:<48} {:<10} {:>8} {:>7}  LAST ERROR",
+        "BREAKER", "STATE", "OPEN S", "FAULTS"
+    );
+    for b in &list {
+        println!(
+            "{:<48} {:<10} {:>8.0} {:>7}  {}",
+            b["id"].as_str().unwrap_or("?"),
+            b["state"].as_str().unwrap_or("?"),
+            b["cooldown_remaining_s"].as_f64().unwrap_or(0.0),
+            b["consecutive_failures"].as_u64().unwrap_or(0),
+            b["last_error"].as_str().unwrap_or("-")
+        );
+    }
+    Ok(0)
+}
+
+/// `proxies breakers reset [ID]`: close one breaker, or every one.
+pub fn reset_breakers(paths: &Paths, id: Option<&str>) -> Result<i32, Error> {
+    let base = gateway_base(paths)?;
+    let url = match id {
+        Some(id) => format!("{base}/api/breakers/{}/reset", id.replace('|', "%7C")),
+        None => format!("{base}/api/breakers/reset"),
+    };
+    match super::admin_post(paths, &url, Duration::from_secs(2)) {
+        Ok(_) => {
+            println!("reset {}", id.unwrap_or("every breaker"));
+            Ok(0)
+        }
+        Err(why) => Err(Error::Usage(format!("cannot reset: {why}"))),
+    }
+}
+
 /// `proxies config check`: load everything the gateway would, report the first problem.
 pub fn config_check(paths: &Paths) -> Result<i32, Error> {
     let config = load(paths)?;

@@ -75,6 +75,37 @@ pub fn admin_get(paths: &Paths, url: &str, timeout: Duration) -> Result<String, 
     get(url, timeout, Some(&token))
 }
 
+/// POST to one of the gateway's admin endpoints; Ok with the body on a 2xx answer, Err with
+/// the gateway's own message otherwise.
+pub fn admin_post(paths: &Paths, url: &str, timeout: Duration) -> Result<String, String> {
+    let token = crate::gateway::admin::token::read(paths)
+        .ok_or_else(|| format!("no admin token in {}", paths.admin_token_file().display()))?;
+    let agent = ureq::Agent::config_builder()
+        .timeout_global(Some(timeout))
+        .http_status_as_error(false)
+        .build()
+        .new_agent();
+    match agent
+        .post(url)
+        .header(crate::gateway::admin::token::HEADER, &token)
+        .send("")
+    {
+        Ok(mut response) => {
+            let body = response.body_mut().read_to_string().unwrap_or_default();
+            if response.status().is_success() {
+                Ok(body)
+            } else {
+                let message = serde_json::from_str::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
+                    .unwrap_or(body);
+                Err(format!("HTTP {}: {message}", response.status()))
+            }
+        }
+        Err(err) => Err(err.to_string()),
+    }
+}
+
 fn get(url: &str, timeout: Duration, token: Option<&str>) -> Result<String, String> {
     let agent = ureq::Agent::config_builder()
         .timeout_global(Some(timeout))

@@ -72,6 +72,11 @@ impl ProcessGateway {
             .local_addr()
             .unwrap()
             .port();
+        ProcessGateway::start_at(clutch_home, port)
+    }
+
+    /// On `port` (the one the config's `gateway.url` names, for tests that run `proxies`).
+    pub fn start_at(clutch_home: &std::path::Path, port: u16) -> ProcessGateway {
         let log = clutch_home.join("gateway.log");
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_xx"))
             .args(["gateway", "--listen", &format!("127.0.0.1:{port}")])

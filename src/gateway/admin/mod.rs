@@ -71,6 +71,9 @@ pub fn handle(
         }
         (&Method::GET, "/api/usage") => json_response(200, &gateway.ledger.to_json()),
         (&Method::GET, "/api/keys") => json_response(200, &gateway.keys.to_json(breaker::now_ms())),
+        (&Method::POST, "/api/breakers/reset") => {
+            json_response(200, &json!({"reset": gateway.breakers.reset_all()}))
+        }
         (&Method::POST, "/api/keys/reset") => {
             json_response(200, &json!({"reset": gateway.keys.reset(None)}))
         }
