@@ -56,17 +56,17 @@ pub fn run_proxies(args: crate::cli::ProxiesArgs) -> Result<i32, Error> {
 pub fn run_xx(args: XxArgs) -> Result<i32, Error> {
     let paths = Paths::from_env();
     match args.command {
-        Some(XxCommand::Agents) => inventory::print_agents(&paths),
-        Some(XxCommand::Doctor) => inventory::doctor(&paths),
+        Some(XxCommand::Agents { json }) => inventory::print_agents(&paths, json),
+        Some(XxCommand::Doctor { json }) => inventory::doctor(&paths, json),
         Some(XxCommand::Shell {
             command: ShellCommand::Init { shell },
         }) => {
             print!("{}", shell::init_script(shell));
             Ok(0)
         }
-        Some(XxCommand::Ls) => {
+        Some(XxCommand::Ls { json }) => {
             crate::session::ledger::notice_once(&paths);
-            crate::session::client::ls(&paths)
+            crate::session::client::ls(&paths, json)
         }
         Some(XxCommand::Restore) => restore(&paths),
         Some(XxCommand::Attach { name }) => {

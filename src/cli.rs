@@ -83,16 +83,25 @@ pub struct LaunchArgs {
 #[derive(Debug, Subcommand)]
 pub enum XxCommand {
     /// List the agents: letter, installed or not, version, verified or not.
-    Agents,
+    Agents {
+        #[arg(long)]
+        json: bool,
+    },
     /// Check agents, config, the gateway and which keys are set.
-    Doctor,
+    Doctor {
+        #[arg(long)]
+        json: bool,
+    },
     /// Shell integration: aliases and completion.
     Shell {
         #[command(subcommand)]
         command: ShellCommand,
     },
     /// List sessions: name, agent, state (attached, detached, exited), age, exit code, cwd.
-    Ls,
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
     /// Attach to a session (the most recent detached one without a name). Ctrl-] detaches.
     Attach { name: Option<String> },
     /// End a session's agent.

@@ -1,6 +1,7 @@
 //! What is on this machine: `xx agents` (each agent, installed or not, its version and whether
 //! its spec was measured) and `xx doctor` (agents, config, gateway, which keys are set).
 
+use serde_json::{Value, json};
 use std::io::Read as _;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -83,8 +84,21 @@ fn version_of(program: &PathBuf, args: &[String]) -> Option<String> {
 }
 
 /// `xx agents`.
-pub fn print_agents(paths: &Paths) -> Result<i32, Error> {
+pub fn print_agents(paths: &Paths, json: bool) -> Result<i32, Error> {
     let registry = Registry::load(&paths.user_agents_dir())?;
+    if json {
+        let list: Vec<Value> = survey(&registry)
+            .into_iter()
+            .map(|(spec, origin, status)| {
+                json!({"letter": spec.letter.to_string(), "name": spec.name,
+                    "installed": status.path.is_some(), "path": status.path,
+                    "version": status.version, "verified_on": spec.verified,
+                    "user_override": matches!(origin, Origin::User(_))})
+            })
+            .collect();
+        println!("{:#}", Value::Array(list));
+        return Ok(0);
+    }
     println!(
         "{:<3} {:<12} {:<14} {:<28} SPEC",
         "", "AGENT", "STATE", "VERSION"
@@ -125,69 +139,80 @@ const KNOWN_KEYS: &[&str] = &[
     "GROQ_API_KEY",
 ];
 
-/// `xx doctor`: exit 0 when the config is valid and at least one agent is installed.
-pub fn doctor(paths: &Paths) -> Result<i32, Error> {
+/// `xx doctor`: exit 0 when the config is valid and at least one agent is installed. With
+/// `json`, the same report as one JSON object.
+pub fn doctor(paths: &Paths, json: bool) -> Result<i32, Error> {
     let mut healthy = true;
+    let mut lines: Vec<String> = Vec::new();
     let config_path = paths.config_file();
-    println!("config");
+    lines.push("config".into());
     // The same checks as the gateway's load: the config, every profile and their references.
-    let config = match crate::gateway::Routing::load(paths) {
+    let (config, config_report) = match crate::gateway::Routing::load(paths) {
         Ok((config, _)) => {
             let state = if config_path.exists() {
                 "valid"
             } else {
                 "not present (defaults in use)"
             };
-            println!("  {}: {state}", config_path.display());
-            Some(config)
+            lines.push(format!("  {}: {state}", config_path.display()));
+            (Some(config), json!({"path": config_path, "state": state}))
         }
         Err(err) => {
             healthy = false;
-            println!("  error: {err}");
-            None
+            lines.push(format!("  error: {err}"));
+            (
+                None,
+                json!({"path": config_path, "state": "invalid", "error": err.to_string()}),
+            )
         }
     };
 
-    println!("agents");
+    lines.push("agents".into());
+    let mut agents = Vec::new();
     match Registry::load(&paths.user_agents_dir()) {
         Ok(registry) => {
             let survey = survey(&registry);
             let installed = survey.iter().filter(|(_, _, s)| s.path.is_some()).count();
             for (spec, _, status) in &survey {
-                match &status.path {
-                    Some(path) => println!(
+                lines.push(match &status.path {
+                    Some(path) => format!(
                         "  {} {:<12} {} ({})",
                         spec.letter,
                         spec.name,
                         status.version.as_deref().unwrap_or("version unknown"),
                         path.display()
                     ),
-                    None => println!(
+                    None => format!(
                         "  {} {:<12} not installed: {}",
                         spec.letter, spec.name, spec.install
                     ),
-                }
+                });
+                agents.push(json!({"letter": spec.letter.to_string(), "name": spec.name,
+                    "path": status.path, "version": status.version,
+                    "install": status.path.is_none().then_some(&spec.install)}));
             }
             if installed == 0 {
                 healthy = false;
-                println!("  no agent is installed");
+                lines.push("  no agent is installed".into());
             }
         }
         Err(err) => {
             healthy = false;
-            println!("  error: {err}");
+            lines.push(format!("  error: {err}"));
         }
     }
 
-    println!("gateway");
+    lines.push("gateway".into());
+    let mut gateway = Value::Null;
     if let Some(config) = &config {
         let url = format!(
             "{}/health",
             config.gateway.url.as_str().trim_end_matches('/')
         );
-        match gateway_health(&url) {
-            Ok(()) => println!("  {url}: up"),
-            Err(why) => println!(
+        let health = gateway_health(&url);
+        lines.push(match &health {
+            Ok(()) => format!("  {url}: up"),
+            Err(why) => format!(
                 "  {url}: down ({why}); {}",
                 if config.gateway.auto_start {
                     "`xx` starts it when a launch needs it"
@@ -195,16 +220,26 @@ pub fn doctor(paths: &Paths) -> Result<i32, Error> {
                     "auto_start is off: start it with `proxies up`"
                 }
             ),
-        }
+        });
+        gateway = json!({"url": url, "up": health.is_ok(), "error": health.err(),
+            "auto_start": config.gateway.auto_start});
     }
 
-    println!("keys (names only)");
+    lines.push("keys (names only)".into());
+    let mut keys = serde_json::Map::new();
     for name in KNOWN_KEYS {
-        let state = match std::env::var(name) {
-            Ok(value) if !value.is_empty() => "set",
-            _ => "not set",
-        };
-        println!("  {name}: {state}");
+        let set = std::env::var(name).is_ok_and(|value| !value.is_empty());
+        lines.push(format!("  {name}: {}", if set { "set" } else { "not set" }));
+        keys.insert(name.to_string(), Value::Bool(set));
+    }
+    if json {
+        let report = json!({"healthy": healthy, "config": config_report, "agents": agents,
+            "gateway": gateway, "keys": keys});
+        println!("{report:#}");
+    } else {
+        for line in lines {
+            println!("{line}");
+        }
     }
     Ok(if healthy { 0 } else { 1 })
 }

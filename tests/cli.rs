@@ -433,3 +433,36 @@ fn doctor_reports_keys_by_name_only() {
     );
     assert!(output.stdout.contains("config.toml: valid"), "{output}");
 }
+
+#[test]
+fn peeking_or_attaching_to_a_session_that_is_not_there_says_so() {
+    let clutch = Clutch::new();
+    for args in [["peek", "nosuch"], ["attach", "nosuch"]] {
+        let output = clutch.xx(&args).output();
+        assert_eq!(output.code, Some(2), "{output}");
+        assert!(output.stderr.contains("no session `nosuch`"), "{output}");
+        assert!(!output.stderr.contains("os error"), "{output}");
+    }
+}
+
+#[test]
+fn listing_commands_speak_json_when_asked() {
+    let clutch = Clutch::new().config("[gateway]\nauto_start = false\n");
+    for args in [["agents", "--json"], ["doctor", "--json"], ["ls", "--json"]] {
+        let output = clutch
+            .xx(&args)
+            .timeout(std::time::Duration::from_secs(60))
+            .output();
+        let value: serde_json::Value = serde_json::from_str(&output.stdout)
+            .unwrap_or_else(|e| panic!("{args:?} is not JSON ({e}): {output}"));
+        match args[0] {
+            "agents" => assert_eq!(value.as_array().unwrap().len(), 9, "{value}"),
+            "doctor" => {
+                assert_eq!(value["config"]["state"], "valid", "{value}");
+                assert_eq!(value["keys"]["OPENROUTER_API_KEY"], false, "{value}");
+                assert!(value["gateway"]["up"].is_boolean(), "{value}");
+            }
+            _ => assert_eq!(value, serde_json::json!([])),
+        }
+    }
+}

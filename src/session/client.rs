@@ -156,6 +156,7 @@ pub const HOLDER_BINARY: &str = "clutch-hold";
 /// Attach this terminal to session `name` until it is detached (by `detach_key`) or its
 /// program exits.
 pub fn attach_to(paths: &Paths, name: &str, detach_key: u8) -> Result<i32, Error> {
+    session_socket(paths, name)?;
     let mut stream = UnixStream::connect(socket(paths, name))
         .map_err(|e| Error::io(format!("cannot attach to {name} (see `xx ls`)"), e))?;
     let (rows, cols) = terminal_size().unwrap_or((24, 80));
@@ -225,7 +226,19 @@ pub fn attach_to(paths: &Paths, name: &str, detach_key: u8) -> Result<i32, Error
 }
 
 /// `xx ls`.
-pub fn ls(paths: &Paths) -> Result<i32, Error> {
+pub fn ls(paths: &Paths, json: bool) -> Result<i32, Error> {
+    if json {
+        let list: Vec<serde_json::Value> = list(paths)
+            .into_iter()
+            .map(|meta| {
+                serde_json::json!({"name": meta.name, "agent": meta.agent, "state": meta.state(),
+                    "started_at": meta.started_at, "exit_code": meta.exit_code, "cwd": meta.cwd,
+                    "restarts": meta.restarts})
+            })
+            .collect();
+        println!("{:#}", serde_json::Value::Array(list));
+        return Ok(0);
+    }
     println!(
         "{:<20} {:<12} {:<9} {:>7} {:>5}  CWD",
         "NAME", "AGENT", "STATE", "AGE", "EXIT"
@@ -276,8 +289,28 @@ pub fn kill(paths: &Paths, name: &str) -> Result<i32, Error> {
     Ok(0)
 }
 
+/// A session's socket, or a plain error when there is no such session or it has ended
+/// (rather than the OS error of connecting to a socket that is not there).
+fn session_socket(paths: &Paths, name: &str) -> Result<std::path::PathBuf, Error> {
+    let path = socket(paths, name);
+    match Meta::read(&meta_file(paths, name)) {
+        None if !path.exists() => Err(Error::Usage(format!(
+            "no session `{name}` (`xx ls` lists them)"
+        ))),
+        Some(meta) if meta.state() == "exited" => Err(Error::Usage(format!(
+            "session `{name}` has ended ({}{}); `xx ls` lists it",
+            meta.state(),
+            meta.exit_code
+                .map(|c| format!(", exit code {c}"))
+                .unwrap_or_default()
+        ))),
+        _ => Ok(path),
+    }
+}
+
 /// `xx peek <name>`: the current screen as text.
 pub fn peek(paths: &Paths, name: &str) -> Result<i32, Error> {
+    session_socket(paths, name)?;
     let mut stream = UnixStream::connect(socket(paths, name))
         .map_err(|e| Error::io(format!("cannot reach {name} (see `xx ls`)"), e))?;
     frame::write(&mut stream, frame::PEEK, &[])
