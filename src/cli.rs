@@ -176,6 +176,11 @@ pub enum ProxiesCommand {
         #[command(subcommand)]
         command: Option<BreakersCommand>,
     },
+    /// Print a shell completion script for `proxies`.
+    Completions {
+        #[arg(value_enum)]
+        shell: Shell,
+    },
     /// Show or check the configuration.
     Config {
         #[command(subcommand)]

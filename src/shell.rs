@@ -22,13 +22,22 @@ pub fn init_script(shell: Shell) -> String {
 
 /// The completion script for `xx`.
 pub fn completion_script(shell: Shell) -> String {
+    script_for(shell, &mut XxArgs::command(), "xx")
+}
+
+/// `proxies completions <shell>`.
+pub fn proxies_completion_script(shell: Shell) -> String {
+    script_for(shell, &mut crate::cli::ProxiesArgs::command(), "proxies")
+}
+
+fn script_for(shell: Shell, command: &mut clap::Command, name: &str) -> String {
     let target = match shell {
         Shell::Bash => CompleteShell::Bash,
         Shell::Zsh => CompleteShell::Zsh,
         Shell::Fish => CompleteShell::Fish,
     };
     let mut out = Vec::new();
-    clap_complete::generate(target, &mut XxArgs::command(), "xx", &mut out);
+    clap_complete::generate(target, command, name, &mut out);
     String::from_utf8(out).expect("clap_complete writes UTF-8")
 }
 

@@ -466,3 +466,49 @@ fn listing_commands_speak_json_when_asked() {
         }
     }
 }
+
+/// The sample config a new user copies from the README.
+fn readme_sample_config() -> String {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let config = &readme[readme.find("## Config").unwrap()..];
+    let start = config.find("```toml\n").unwrap() + "```toml\n".len();
+    config[start..start + config[start..].find("```").unwrap()].to_string()
+}
+
+#[test]
+fn the_readme_sample_config_is_valid_with_no_keys_set() {
+    let clutch = Clutch::new().config(&readme_sample_config());
+    let check = std::process::Command::new(env!("CARGO_BIN_EXE_proxies"))
+        .args(["config", "check"])
+        .env_remove("DEEPSEEK_API_KEY")
+        .env("CLUTCH_HOME", clutch.clutch_home.path())
+        .output()
+        .unwrap();
+    assert_eq!(
+        check.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let doctor = clutch
+        .xx(&["doctor", "--json"])
+        .timeout(std::time::Duration::from_secs(60))
+        .output();
+    let report: serde_json::Value = serde_json::from_str(&doctor.stdout).unwrap();
+    assert_eq!(report["config"]["state"], "valid", "{report}");
+    // A slot naming a profile that does not exist is refused at load, not on first use.
+    let wrong = readme_sample_config().replace("profile = \"default\"", "profile = \"work\"");
+    let clutch = Clutch::new().config(&wrong);
+    let check = std::process::Command::new(env!("CARGO_BIN_EXE_proxies"))
+        .args(["config", "check"])
+        .env("CLUTCH_HOME", clutch.clutch_home.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&check.stderr);
+    assert_eq!(check.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("slots.1.profile") && stderr.contains("no routing profile `work`"),
+        "{stderr}"
+    );
+}

@@ -384,6 +384,16 @@ fn config_check_show_watch_and_the_systemd_unit() {
         watch.stdout.contains("requests 0") && watch.stdout.contains("gateway"),
         "{watch}"
     );
+    assert!(
+        !watch.stdout.contains('\x1b'),
+        "no screen control into a pipe: {watch}"
+    );
+    let completions = lab.proxies(&["completions", "bash"]);
+    assert_eq!(completions.code, Some(0), "{completions}");
+    assert!(
+        completions.stdout.contains("proxies") && completions.stdout.contains("breakers"),
+        "{completions}"
+    );
     let install = lab.proxies(&["service", "install"]);
     let unit = lab
         .clutch

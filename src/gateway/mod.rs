@@ -95,6 +95,30 @@ impl Routing {
         }
         let profiles = route::Profiles::load(&paths.user_profiles_dir())?;
         profiles.check(&provider_configs)?;
+        // Profiles the config names for slots and agents must exist now, not on first use.
+        let named = config
+            .slots
+            .iter()
+            .filter_map(|(digit, slot)| {
+                slot.profile
+                    .as_ref()
+                    .map(|p| (format!("slots.{digit}.profile"), p))
+            })
+            .chain(config.agents.iter().filter_map(|(agent, settings)| {
+                settings
+                    .profile
+                    .as_ref()
+                    .map(|p| (format!("agents.{agent}.profile"), p))
+            }));
+        for (field, profile) in named {
+            if let Err(error) = profiles.get(Some(profile)) {
+                return Err(ConfigError::Invalid {
+                    origin: paths.config_file().display().to_string(),
+                    field,
+                    message: error.message,
+                });
+            }
+        }
         Ok(Routing {
             providers,
             provider_configs,

@@ -373,7 +373,12 @@ pub fn watch(paths: &Paths, once: bool) -> Result<i32, Error> {
         let stats = super::admin_get(paths, &format!("{base}/api/stats"), Duration::from_secs(1))
             .ok()
             .and_then(|b| serde_json::from_str::<Value>(&b).ok());
-        let mut out = String::from("\x1b[H\x1b[2J");
+        // Screen control only for a terminal: into a pipe or a file, plain text.
+        let mut out = if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+            String::from("\x1b[H\x1b[2J")
+        } else {
+            String::new()
+        };
         out.push_str(&format!("clutch gateway {base}   (Ctrl-C to quit)\n\n"));
         match &stats {
             None => out.push_str("gateway: down — `proxies up` starts it\n"),
