@@ -63,7 +63,13 @@ fn a_fixed_key_resets_the_breakers_the_wrong_one_opened() {
     let agent = admin_agent(home.path());
     fake.script([rejected(), rejected()]);
     for _ in 0..2 {
-        assert_eq!(ask(&agent, &gateway.url).0, 502);
+        let (status, body) = ask(&agent, &gateway.url);
+        assert_eq!(status, 502);
+        // The error says where the key comes from and what to do.
+        assert!(
+            body.contains("its key comes from providers.p.api_key(s) in the clutch config"),
+            "{body}"
+        );
     }
     assert_eq!(breakers(&agent, &gateway.url)[0]["state"], "open");
     configure(home.path(), &config("right-key"), &[]);

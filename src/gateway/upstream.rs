@@ -32,6 +32,8 @@ pub struct Provider {
     /// Why this provider cannot be called: it takes a key (from its config or a variable)
     /// and none is set. Calling it anyway only earns 401s and open breakers.
     pub missing_key: Option<String>,
+    /// Where its key comes from, for the message when the provider rejects it.
+    pub key_origin: String,
     /// A hash of what decides how it is called (URL, format, keys, headers), to tell on a
     /// reload whether its breakers and cool-downs still apply. Never stored.
     pub fingerprint: u64,
@@ -80,6 +82,23 @@ impl Provider {
             auth,
             host: None,
             missing_key,
+            key_origin: match (
+                &config.key_env,
+                config.api_key.is_some() || !config.api_keys.is_empty(),
+            ) {
+                (Some(var), false) => format!(
+                    "its key comes from {var} in the environment the gateway started in; fix it there, then `proxies restart`"
+                ),
+                (Some(var), true) => format!(
+                    "its keys come from providers.{name}.api_key(s) in the clutch config and from {var}; fix the wrong one"
+                ),
+                (None, true) => format!(
+                    "its key comes from providers.{name}.api_key(s) in the clutch config; fix it there (the gateway reloads it)"
+                ),
+                (None, false) => format!(
+                    "it has no key; set providers.{name}.api_key or key_env in the clutch config"
+                ),
+            },
             fingerprint: 0,
         };
         provider.fingerprint = {
@@ -333,8 +352,8 @@ pub fn status_error(
             status: 502,
             kind: ErrorKind::Api,
             message: format!(
-                "provider `{}` rejected the gateway's credentials ({status}): {message}; check its key in the clutch config",
-                provider.name
+                "provider `{}` rejected the gateway's credentials ({status}): {message}; {}",
+                provider.name, provider.key_origin
             ),
             retry_after: None,
         },
