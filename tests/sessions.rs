@@ -638,3 +638,48 @@ fn a_real_agent_held_in_a_session_detaches_and_reattaches() {
     tmux.wait_for("two", "PONG-FROM-A-HELD-SESSION");
     wait_state(&clutch, "hermes-1", "attached");
 }
+
+#[test]
+fn kill_ends_every_process_the_agent_started_on_its_terminal() {
+    if !tmux_available() {
+        return;
+    }
+    let clutch = Clutch::new();
+    let _end = EndSessions(&clutch);
+    let pid_file = clutch.workdir.path().join("helper.pid");
+    // An agent that runs as two processes, as Gemini CLI does: the helper is in its group
+    // and, like a node child, does not die of the terminal's hang-up.
+    let script = format!(
+        "#!/bin/sh\n(trap '' HUP; exec sleep 300) &\necho $! > {}\necho READY\nwait\n",
+        pid_file.display()
+    );
+    let bin = stand_in(&clutch, "claude", &script);
+    let env = format!(
+        "PATH={}:/usr/bin:/bin HOME={} CLUTCH_HOME={} IS_SANDBOX=1 TERM=xterm",
+        bin.display(),
+        clutch.user_home.path().display(),
+        clutch.clutch_home.path().display()
+    );
+    let tmux = Tmux::start("killgroup", env, 80, 24);
+    tmux.window("one", &format!("{} cid", env!("CARGO_BIN_EXE_xx")));
+    tmux.wait_for("one", "READY");
+    let helper: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let killed = clutch.xx(&["kill", "claude-1"]).output();
+    assert_eq!(killed.code, Some(0), "{killed}");
+    let started = Instant::now();
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{helper}/stat")).unwrap_or_default();
+        if stat.is_empty() || stat.contains(") Z ") {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the agent's helper process outlived `xx kill`"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

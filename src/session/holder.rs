@@ -173,10 +173,20 @@ pub fn run(paths: &Paths, name: &str) -> Result<i32, Error> {
     ]) {
         let killer = killer.clone();
         let stopping = stopping.clone();
+        let agent = shared.clone();
         std::thread::spawn(move || {
             for signal in signals.forever() {
                 if signal == signal_hook::consts::SIGTERM {
                     stopping.store(true, std::sync::atomic::Ordering::SeqCst);
+                    // The whole process group the agent leads on its terminal, as a hang-up
+                    // would reach it: agents that run as several processes (Gemini CLI
+                    // relaunches itself) would otherwise leave the others running.
+                    let pid = agent.lock().ok().and_then(|s| s.meta.child_pid);
+                    if let Some(pid) = pid {
+                        let group = nix::unistd::Pid::from_raw(pid as i32);
+                        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGHUP);
+                        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGTERM);
+                    }
                     let _ = killer.lock().map(|mut k| k.kill());
                 }
             }
