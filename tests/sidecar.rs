@@ -440,3 +440,22 @@ fn a_service_that_ignores_sigterm_does_not_outlive_a_killed_supervisor() {
         stat.is_empty() || stat.contains(") Z ")
     });
 }
+
+#[test]
+fn up_starts_a_failed_service_again() {
+    let flag = tempfile::tempdir().unwrap();
+    let ready = flag.path().join("ready");
+    let lab = Lab::new(&format!(
+        "[[services]]\nname = \"flaky\"\ncommand = [\"sh\", \"-c\", \"test -f {} || exit 3; echo flaky-up; exec sleep 300\"]\n",
+        ready.display()
+    ));
+    let first = lab.proxies(&["up"]);
+    assert_eq!(first.code, Some(1), "{first}");
+    assert_eq!(lab.service("flaky")["state"], "failed");
+    // The cause is fixed; `proxies up` revives it.
+    std::fs::write(&ready, "").unwrap();
+    let again = lab.proxies(&["up"]);
+    assert_eq!(again.code, Some(0), "{again}");
+    assert!(again.stdout.contains("starting flaky again"), "{again}");
+    assert_eq!(lab.service("flaky")["state"], "running");
+}

@@ -24,6 +24,10 @@ pub fn up(paths: &Paths) -> Result<i32, Error> {
     if !already {
         clean_stale(paths);
         start_supervisor(paths)?;
+    } else {
+        for name in revive_failed(paths)? {
+            println!("starting {name} again (it had failed)");
+        }
     }
     wait_for(paths, &config, Duration::from_secs(30), "starting services")?;
     let all_up = wait_services(paths, Duration::from_secs(30));
@@ -101,6 +105,39 @@ pub fn down(paths: &Paths) -> Result<i32, Error> {
     Ok(0)
 }
 
+/// Ask the supervisor (`pid`) to start `name` again: a marker file, then SIGUSR1. It takes
+/// the marker away once it has acted on it.
+fn ask_restart(paths: &Paths, pid: u32, name: &str) -> Result<std::path::PathBuf, Error> {
+    let marker = paths.runtime_dir.join(format!("restart-{name}"));
+    std::fs::write(&marker, b"").map_err(|e| Error::io("cannot ask for a restart", e))?;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGUSR1,
+    )
+    .map_err(|e| Error::io("cannot signal the supervisor", e.into()))?;
+    Ok(marker)
+}
+
+/// `proxies up` on a running supervisor: services it gave up on are started again.
+fn revive_failed(paths: &Paths) -> Result<Vec<String>, Error> {
+    let Some(state) =
+        state::read_state(paths).filter(|s| state::is_same_process(s.pid, s.pid_start))
+    else {
+        return Ok(Vec::new());
+    };
+    let mut revived = Vec::new();
+    let mut markers = Vec::new();
+    for service in state.services.iter().filter(|s| s.state == Phase::Failed) {
+        markers.push(ask_restart(paths, state.pid, &service.name)?);
+        revived.push(service.name.clone());
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while markers.iter().any(|m| m.exists()) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(revived)
+}
+
 /// `proxies restart [service]`.
 pub fn restart(paths: &Paths, service: Option<&str>) -> Result<i32, Error> {
     let Some(name) = service else {
@@ -121,13 +158,7 @@ pub fn restart(paths: &Paths, service: Option<&str>) -> Result<i32, Error> {
             names.join(", ")
         )));
     }
-    std::fs::write(paths.runtime_dir.join(format!("restart-{name}")), b"")
-        .map_err(|e| Error::io("cannot ask for a restart", e))?;
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(state.pid as i32),
-        nix::sys::signal::Signal::SIGUSR1,
-    )
-    .map_err(|e| Error::io("cannot signal the supervisor", e.into()))?;
+    ask_restart(paths, state.pid, name)?;
     let config = load(paths)?;
     if name == "gateway" {
         std::thread::sleep(Duration::from_millis(50));

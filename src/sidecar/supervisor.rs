@@ -334,7 +334,7 @@ impl Supervisor {
     fn handle(&mut self, event: Event, rx: &Receiver<Event>) -> bool {
         match event {
             Event::Signal(signal) if signal == signal_hook::consts::SIGUSR1 => {
-                self.take_restart_requests()
+                self.take_restart_requests(rx)
             }
             Event::Signal(signal) if signal == signal_hook::consts::SIGHUP => {}
             Event::Signal(_) => {
@@ -366,6 +366,8 @@ impl Supervisor {
                     running.restarting = false;
                     running.state.restarts += 1;
                     self.start(index);
+                    // Until its health check passes it is starting; after, running.
+                    self.wait_healthy(index, rx);
                     return true;
                 } else {
                     let now = Instant::now();
@@ -401,7 +403,7 @@ impl Supervisor {
     }
 
     /// `proxies restart <service>` leaves a marker file and sends SIGUSR1.
-    fn take_restart_requests(&mut self) {
+    fn take_restart_requests(&mut self, rx: &Receiver<Event>) {
         for index in 0..self.services.len() {
             let marker = self
                 .paths
@@ -417,9 +419,13 @@ impl Supervisor {
                     let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
                 }
                 _ => {
+                    // A failed or stopped service: a fresh start, with its crash count
+                    // cleared, and its health waited for as at start-up.
                     running.crashes.clear();
                     running.state.log_tail.clear();
+                    running.state.last_error = None;
                     self.start(index);
+                    self.wait_healthy(index, rx);
                 }
             }
         }
