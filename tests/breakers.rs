@@ -180,11 +180,7 @@ fn a_provider_with_no_key_is_skipped_with_the_reason() {
 fn proxies_breakers_lists_and_resets_them() {
     let home = tempfile::tempdir().unwrap();
     let fake = FakeUpstream::start("answered");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = support::gateway::free_port();
     configure(
         home.path(),
         &format!(

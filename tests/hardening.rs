@@ -46,11 +46,7 @@ fn chat_body() -> String {
 fn a_web_page_cannot_spend_the_keys_or_drive_the_admin_endpoints() {
     let home = tempfile::tempdir().unwrap();
     let fake = FakeUpstream::start("answered");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = support::gateway::free_port();
     support::gateway::route_everything_to(
         home.path(),
         &format!("http://127.0.0.1:{port}"),
@@ -640,11 +636,7 @@ fn a_drip_of_keep_alives_cannot_hold_a_client_past_the_overall_deadline() {
 fn the_gateway_raises_its_open_file_limit_to_the_hard_limit() {
     use std::os::unix::process::CommandExt as _;
     let home = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = support::gateway::free_port();
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_xx"));
     command
         .args(["gateway", "--listen", &format!("127.0.0.1:{port}")])

@@ -23,6 +23,9 @@ pub struct Admission {
 pub struct Held {
     _call: Option<OwnedSemaphorePermit>,
     body: Option<OwnedSemaphorePermit>,
+    /// Body bytes counted so far; permits cover them rounded up to whole KiB once, so a body
+    /// sent in many tiny chunks is not charged a KiB per chunk.
+    bytes: usize,
 }
 
 impl Admission {
@@ -42,7 +45,7 @@ impl Admission {
         match self.calls.clone().try_acquire_owned() {
             Ok(permit) => Ok(Held {
                 _call: Some(permit),
-                body: None,
+                ..Held::default()
             }),
             Err(_) => Err(busy(format!(
                 "the gateway is serving its limit of {} model calls at once (gateway.max_in_flight); retry in a moment",
@@ -53,8 +56,11 @@ impl Admission {
 
     /// Let `held` keep `bytes` more of its request body.
     pub fn hold(&self, held: &mut Held, bytes: usize) -> Result<(), ApiError> {
-        let kib = u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX);
+        let total = held.bytes.saturating_add(bytes);
+        let more = total.div_ceil(1024) - held.bytes.div_ceil(1024);
+        let kib = u32::try_from(more).unwrap_or(u32::MAX);
         if kib == 0 {
+            held.bytes = total;
             return Ok(());
         }
         let permit = self
@@ -71,6 +77,7 @@ impl Admission {
             Some(existing) => existing.merge(permit),
             None => held.body = Some(permit),
         }
+        held.bytes = total;
         Ok(())
     }
 }
@@ -101,5 +108,11 @@ mod tests {
         drop(first);
         admission.hold(&mut other, 90 * 1024).unwrap();
         assert!(admission.enter().is_ok(), "a place was freed");
+        // A body in one-byte chunks is charged its size, not a KiB per chunk.
+        drop(other);
+        let mut trickle = Held::default();
+        for _ in 0..100 * 1024 {
+            admission.hold(&mut trickle, 1).unwrap();
+        }
     }
 }

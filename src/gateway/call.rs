@@ -77,9 +77,7 @@ impl Failure {
         };
         Failure { error, class }
     }
-}
 
-impl Failure {
     /// A 200 whose body could not be read as an answer: a rate limit or a rejected key it
     /// reports is classed as such (never a fault of the model); anything else is the
     /// upstream's fault, retried and counted.

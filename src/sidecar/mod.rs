@@ -64,65 +64,57 @@ pub fn services(config: &Config, exe: &Path) -> Result<Vec<Service>, Error> {
 
 /// GET `url` within `timeout`: Ok with the body on a 2xx answer.
 pub fn health(url: &str, timeout: Duration) -> Result<String, String> {
-    get(url, timeout, None)
+    call(url, timeout, None, false)
 }
 
 /// GET one of the gateway's admin endpoints (`/api/…`), presenting the admin token that the
 /// gateway keeps in `paths`' config dir.
 pub fn admin_get(paths: &Paths, url: &str, timeout: Duration) -> Result<String, String> {
-    let token = crate::gateway::admin::token::read(paths)
-        .ok_or_else(|| format!("no admin token in {}", paths.admin_token_file().display()))?;
-    get(url, timeout, Some(&token))
+    call(url, timeout, Some(&admin_token(paths)?), false)
 }
 
 /// POST to one of the gateway's admin endpoints; Ok with the body on a 2xx answer, Err with
 /// the gateway's own message otherwise.
 pub fn admin_post(paths: &Paths, url: &str, timeout: Duration) -> Result<String, String> {
-    let token = crate::gateway::admin::token::read(paths)
-        .ok_or_else(|| format!("no admin token in {}", paths.admin_token_file().display()))?;
-    let agent = ureq::Agent::config_builder()
-        .timeout_global(Some(timeout))
-        .http_status_as_error(false)
-        .build()
-        .new_agent();
-    match agent
-        .post(url)
-        .header(crate::gateway::admin::token::HEADER, &token)
-        .send("")
-    {
-        Ok(mut response) => {
-            let body = response.body_mut().read_to_string().unwrap_or_default();
-            if response.status().is_success() {
-                Ok(body)
-            } else {
-                let message = serde_json::from_str::<serde_json::Value>(&body)
-                    .ok()
-                    .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
-                    .unwrap_or(body);
-                Err(format!("HTTP {}: {message}", response.status()))
-            }
-        }
-        Err(err) => Err(err.to_string()),
-    }
+    call(url, timeout, Some(&admin_token(paths)?), true)
 }
 
-fn get(url: &str, timeout: Duration, token: Option<&str>) -> Result<String, String> {
+fn admin_token(paths: &Paths) -> Result<String, String> {
+    crate::gateway::admin::token::read(paths).ok_or_else(|| {
+        format!(
+            "no usable admin token in {} (the gateway makes it when it starts: `proxies up`)",
+            paths.admin_token_file().display()
+        )
+    })
+}
+
+/// One GET (or empty POST) within `timeout`; a non-2xx answer is an error that carries the
+/// gateway's own message when it sent one.
+fn call(url: &str, timeout: Duration, token: Option<&str>, post: bool) -> Result<String, String> {
     let agent = ureq::Agent::config_builder()
         .timeout_global(Some(timeout))
         .http_status_as_error(false)
         .build()
         .new_agent();
-    let mut request = agent.get(url);
-    if let Some(token) = token {
-        request = request.header(crate::gateway::admin::token::HEADER, token);
+    let header = crate::gateway::admin::token::HEADER;
+    let answer = match (post, token) {
+        (true, Some(token)) => agent.post(url).header(header, token).send(""),
+        (true, None) => agent.post(url).send(""),
+        (false, Some(token)) => agent.get(url).header(header, token).call(),
+        (false, None) => agent.get(url).call(),
+    };
+    let mut response = answer.map_err(|err| err.to_string())?;
+    let body = response.body_mut().read_to_string().unwrap_or_default();
+    if response.status().is_success() {
+        return Ok(body);
     }
-    match request.call() {
-        Ok(mut response) if response.status().is_success() => {
-            Ok(response.body_mut().read_to_string().unwrap_or_default())
-        }
-        Ok(response) => Err(format!("HTTP {}", response.status())),
-        Err(err) => Err(err.to_string()),
-    }
+    let message = serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["error"]["message"].as_str().map(str::to_string));
+    Err(match message {
+        Some(message) => format!("HTTP {}: {message}", response.status()),
+        None => format!("HTTP {}", response.status()),
+    })
 }
 
 pub fn create_private_dir(dir: &Path) -> Result<(), Error> {

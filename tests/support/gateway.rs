@@ -57,6 +57,15 @@ impl Drop for TestGateway {
     }
 }
 
+/// A loopback port that was free a moment ago, for a server the test starts itself.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// `xx gateway` as its own process on a free loopback port, for tests that read its memory
 /// or its log. Killed when dropped.
 pub struct ProcessGateway {
@@ -67,12 +76,7 @@ pub struct ProcessGateway {
 
 impl ProcessGateway {
     pub fn start(clutch_home: &std::path::Path) -> ProcessGateway {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        ProcessGateway::start_at(clutch_home, port)
+        ProcessGateway::start_at(clutch_home, free_port())
     }
 
     /// On `port` (the one the config's `gateway.url` names, for tests that run `proxies`).
