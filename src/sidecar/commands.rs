@@ -131,11 +131,17 @@ fn revive_failed(paths: &Paths) -> Result<Vec<String>, Error> {
         markers.push(ask_restart(paths, state.pid, &service.name)?);
         revived.push(service.name.clone());
     }
+    wait_taken(&markers);
+    Ok(revived)
+}
+
+/// Wait (5 s at most) until the supervisor has taken the restart markers, by which time the
+/// state file says the services are starting.
+fn wait_taken(markers: &[std::path::PathBuf]) {
     let deadline = Instant::now() + Duration::from_secs(5);
     while markers.iter().any(|m| m.exists()) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
     }
-    Ok(revived)
 }
 
 /// `proxies restart [service]`.
@@ -158,10 +164,10 @@ pub fn restart(paths: &Paths, service: Option<&str>) -> Result<i32, Error> {
             names.join(", ")
         )));
     }
-    ask_restart(paths, state.pid, name)?;
+    let marker = ask_restart(paths, state.pid, name)?;
     let config = load(paths)?;
+    wait_taken(&[marker]);
     if name == "gateway" {
-        std::thread::sleep(Duration::from_millis(50));
         wait_for(
             paths,
             &config,

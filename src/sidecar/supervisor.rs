@@ -409,9 +409,15 @@ impl Supervisor {
                 .paths
                 .runtime_dir
                 .join(format!("restart-{}", self.services[index].service.name));
-            if std::fs::remove_file(&marker).is_err() {
+            if !marker.exists() {
                 continue;
             }
+            // The state says `starting` before the marker goes: whoever asked waits for the
+            // marker to go and then reads the state, which must not still say `failed`.
+            let running = &mut self.services[index];
+            running.state.state = Phase::Starting;
+            self.save();
+            let _ = std::fs::remove_file(&marker);
             let running = &mut self.services[index];
             match running.state.pid {
                 Some(pid) if state::is_same_process(pid, running.state.pid_start) => {
