@@ -6,6 +6,7 @@ pub mod admin;
 pub mod admission;
 pub mod breaker;
 pub mod call;
+pub mod connect;
 pub mod ir;
 pub mod proto;
 pub mod quota;

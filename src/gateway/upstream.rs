@@ -247,10 +247,12 @@ impl Timeouts {
 }
 
 /// The shared HTTP client: hyper's pooled keep-alive client over plain TCP or rustls (HTTP/2
-/// when the provider offers it), with the connect timeout. No redirects, no proxy from the
-/// environment: a provider URL means exactly that host.
-pub type Client =
-    hyper_util::client::legacy::Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+/// when the provider offers it), with the connect timeout, through the environment's proxy
+/// when it names one. No redirects: a provider URL means exactly that host.
+pub type Client = hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<super::connect::ProxyConnector>,
+    Full<Bytes>,
+>;
 
 /// A provider's answer, its body still to be read.
 pub type UpstreamResponse = axum::http::Response<hyper::body::Incoming>;
@@ -261,11 +263,11 @@ pub fn client(config: &GatewayConfig) -> Client {
     tcp.enforce_http(false);
     tcp.set_connect_timeout(Some(Duration::from_secs(config.connect_timeout_secs)));
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_webpki_roots()
+        .with_tls_config(super::connect::tls_config())
         .https_or_http()
         .enable_http1()
         .enable_http2()
-        .wrap_connector(tcp);
+        .wrap_connector(super::connect::ProxyConnector::new(tcp));
     hyper_util::client::legacy::Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(90))
         .pool_max_idle_per_host(64)
@@ -307,17 +309,24 @@ pub async fn send(
             ),
             retry_after: None,
         }),
-        Ok(Err(err)) => Err(ApiError {
-            status: 502,
-            kind: ErrorKind::Api,
-            message: format!(
-                "cannot reach provider `{}` ({}): {}",
-                provider.name,
-                redact_url(&shown.to_string()),
-                error_chain(&err)
-            ),
-            retry_after: None,
-        }),
+        Ok(Err(err)) => {
+            let cause = error_chain(&err);
+            let hint = if cause.contains("invalid peer certificate") {
+                "; if a proxy or firewall on this network inspects TLS, set SSL_CERT_FILE to its CA bundle and restart the gateway"
+            } else {
+                ""
+            };
+            Err(ApiError {
+                status: 502,
+                kind: ErrorKind::Api,
+                message: format!(
+                    "cannot reach provider `{}` ({}): {cause}{hint}",
+                    provider.name,
+                    redact_url(&shown.to_string()),
+                ),
+                retry_after: None,
+            })
+        }
         Ok(Ok(response)) => Ok(response),
     }
 }

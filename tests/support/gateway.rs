@@ -81,8 +81,25 @@ impl ProcessGateway {
 
     /// On `port` (the one the config's `gateway.url` names, for tests that run `proxies`).
     pub fn start_at(clutch_home: &std::path::Path, port: u16) -> ProcessGateway {
+        ProcessGateway::start_with_env(clutch_home, port, &[])
+    }
+
+    /// With `env` added to (or, for an empty value, removed from) the test's environment.
+    pub fn start_with_env(
+        clutch_home: &std::path::Path,
+        port: u16,
+        env: &[(&str, &str)],
+    ) -> ProcessGateway {
         let log = clutch_home.join("gateway.log");
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_xx"))
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_xx"));
+        for (name, value) in env {
+            if value.is_empty() {
+                command.env_remove(name);
+            } else {
+                command.env(name, value);
+            }
+        }
+        let child = command
             .args(["gateway", "--listen", &format!("127.0.0.1:{port}")])
             .env("CLUTCH_HOME", clutch_home)
             .env("CLUTCH_LOG", "debug")

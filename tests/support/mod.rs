@@ -4,6 +4,7 @@
 
 pub mod fake_upstream;
 pub mod gateway;
+pub mod network;
 
 use std::io::{Read as _, Write as _};
 use std::os::unix::process::CommandExt as _;
