@@ -153,6 +153,9 @@ fn launch_agent(args: LaunchArgs, paths: &Paths) -> Result<i32, Error> {
     let program = launch::find_program(spec)?;
     if plan.gateway.is_some() {
         crate::sidecar::ensure_gateway(paths, &config)?;
+        if let Some(profile) = &plan.profile {
+            crate::setup::ready::check(paths, &config, profile)?;
+        }
     }
     if held {
         let restart = restart_plan(spec, code, &plan, &ctx)?;

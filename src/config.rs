@@ -169,6 +169,9 @@ pub struct Config {
     /// Rate limits and budgets the gateway enforces.
     #[serde(default)]
     pub quotas: Quotas,
+    /// Keys from the secrets file beside the config (`xx setup` writes it), by provider.
+    #[serde(skip)]
+    pub secrets: BTreeMap<String, EnvString>,
 }
 
 /// Limits; zero or absent means no limit.
@@ -266,20 +269,32 @@ pub struct ProviderConfig {
     /// Models it serves, with their context windows.
     #[serde(default)]
     pub models: BTreeMap<String, ModelInfo>,
+    /// Its entry in the secrets file, filled in by [`Config::all_providers`].
+    #[serde(skip)]
+    pub secret: Option<EnvString>,
 }
 
 impl ProviderConfig {
-    /// The keys to use, in order: `api_key`, `api_keys`, then `key_env` if set.
+    /// Whether it is meant to have a key at all (a local server usually is not).
+    pub fn declares_key(&self) -> bool {
+        self.api_key.is_some()
+            || !self.api_keys.is_empty()
+            || self.key_env.is_some()
+            || self.secret.is_some()
+    }
+
+    /// The keys to use, in order: `api_key`, `api_keys`, the secrets file's, then
+    /// `key_env`'s if set.
     pub fn keys(&self) -> Vec<String> {
         let mut keys: Vec<String> = self
             .api_key
             .iter()
             .chain(&self.api_keys)
+            .chain(&self.secret)
             .map(|k| k.as_str().to_string())
             .collect();
         if let Some(var) = &self.key_env
-            && let Ok(value) = std::env::var(var)
-            && !value.is_empty()
+            && let Some(value) = crate::keys::env_key(var)
         {
             keys.push(value);
         }
@@ -557,7 +572,12 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = match std::fs::read_to_string(path) {
             Ok(text) => text,
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Config::default()),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Config {
+                    secrets: Config::load_secrets(path)?,
+                    ..Config::default()
+                });
+            }
             Err(source) => {
                 return Err(ConfigError::Read {
                     path: path.display().to_string(),
@@ -566,10 +586,23 @@ impl Config {
             }
         };
         let origin = path.display().to_string();
-        let config: Config = parse_toml(&text, &origin)?;
+        let mut config: Config = parse_toml(&text, &origin)?;
         config.check_ranges(&text, &origin)?;
         config.check(&origin)?;
+        config.secrets = Config::load_secrets(path)?;
         Ok(config)
+    }
+
+    /// The secrets file beside the config file at `path`.
+    fn load_secrets(path: &Path) -> Result<BTreeMap<String, EnvString>, ConfigError> {
+        let file = path
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join(crate::keys::SECRETS_FILE);
+        Ok(crate::keys::load_secrets(&file)?
+            .into_iter()
+            .map(|(name, key)| (name, EnvString(key)))
+            .collect())
     }
 
     /// Numbers that would break serving (a panic on the first stream, every call a 504) are
@@ -801,6 +834,7 @@ impl Config {
                 key_env: Some("OPENROUTER_API_KEY".into()),
                 headers: BTreeMap::new(),
                 models: BTreeMap::new(),
+                secret: None,
             },
         );
         all.insert(
@@ -813,10 +847,14 @@ impl Config {
                 key_env: None,
                 headers: BTreeMap::new(),
                 models: BTreeMap::new(),
+                secret: None,
             },
         );
         for (name, provider) in &self.providers {
             all.insert(name.clone(), provider.clone());
+        }
+        for (name, provider) in all.iter_mut() {
+            provider.secret = self.secrets.get(name).cloned();
         }
         all
     }

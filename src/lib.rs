@@ -12,9 +12,11 @@ mod embedded;
 pub mod error;
 pub mod gateway;
 pub mod inventory;
+pub mod keys;
 pub mod launch;
 pub mod paths;
 pub mod session;
+pub mod setup;
 pub mod shell;
 pub mod sidecar;
 

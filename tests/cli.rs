@@ -266,6 +266,7 @@ fn a_launch_execs_the_agent_with_its_plan_and_passes_the_exit_code_through() {
         .xx(&["cIp", "--stdin", "--", "--extra", "two words"])
         .env("PATH", path_with(&bin))
         .env("IS_SANDBOX", "1")
+        .env("OPENROUTER_API_KEY", "sk-or-test")
         .env("ANTHROPIC_API_KEY", "sk-real-user-key")
         .env("NO_PROXY", "corp.example")
         .stdin("prompt from stdin\n")

@@ -492,7 +492,8 @@ fn a_full_screen_agent_outlives_every_other_clutch_process_and_restarts_after_a_
     let bin = stand_in(&clutch, "claude", FULL_SCREEN);
     let xx = env!("CARGO_BIN_EXE_xx");
     let env = format!(
-        "PATH={}:/usr/bin:/bin HOME={} CLUTCH_HOME={} IS_SANDBOX=1 TERM=xterm ARGV_LOG={}",
+        // A key, so the launch finds a provider the default profile can use.
+        "PATH={}:/usr/bin:/bin HOME={} CLUTCH_HOME={} IS_SANDBOX=1 TERM=xterm ARGV_LOG={} OPENROUTER_API_KEY=sk-or-test",
         bin.display(),
         clutch.user_home.path().display(),
         clutch.clutch_home.path().display(),

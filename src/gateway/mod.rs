@@ -261,7 +261,10 @@ impl Gateway {
 
     /// When the config file or a profile last changed, for the file watcher.
     pub fn config_stamp(&self) -> Vec<(std::path::PathBuf, Option<std::time::SystemTime>)> {
-        let mut files = vec![self.paths.config_file()];
+        let mut files = vec![
+            self.paths.config_file(),
+            self.paths.config_dir.join(crate::keys::SECRETS_FILE),
+        ];
         if let Ok(entries) = std::fs::read_dir(self.paths.user_profiles_dir()) {
             files.extend(entries.flatten().map(|e| e.path()));
         }

@@ -108,8 +108,8 @@ pub async fn handle(
         return error_response(protocol, &error);
     }
     if admin::is_admin(rest) {
-        drain(&gateway, body).await;
-        return admin::handle(&gateway, &method, rest, &headers)
+        let body = admin_body(&gateway, body).await;
+        return admin::handle(&gateway, &method, rest, &headers, &body)
             .unwrap_or_else(|| not_found(Protocol::Chat, &method, rest));
     }
     let rest = rest.to_string();
@@ -203,6 +203,26 @@ pub async fn handle(
 /// Reads an unwanted body to its end and drops it (up to the size limit, within the header
 /// timeout for each gap), so the connection stays reusable: a client that pools connections
 /// must not find this one closed under it. A body that stalls is abandoned.
+/// An admin request's body: small JSON at most, so the first 64 KB; the rest is drained.
+async fn admin_body(gateway: &Gateway, mut body: Body) -> Vec<u8> {
+    const MAX: usize = 64 * 1024;
+    let gap = gateway.routing.load().header_read_timeout;
+    let mut held = Vec::new();
+    while held.len() <= MAX {
+        match tokio::time::timeout(gap, body.frame()).await {
+            Ok(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    held.extend_from_slice(data);
+                }
+            }
+            _ => return held,
+        }
+    }
+    drain(gateway, body).await;
+    held.clear();
+    held
+}
+
 async fn drain(gateway: &Gateway, mut body: Body) {
     let (limit, gap) = {
         let routing = gateway.routing.load();

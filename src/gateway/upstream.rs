@@ -62,11 +62,11 @@ impl Provider {
             headers.push((name, value));
         }
         let keys = config.keys();
-        let declares_key =
-            config.api_key.is_some() || !config.api_keys.is_empty() || config.key_env.is_some();
-        let missing_key = (declares_key && keys.is_empty()).then(|| match &config.key_env {
-            Some(var) => format!("provider `{name}` has no key: {var} is not set"),
-            None => format!("provider `{name}` has no key: its api_key is empty"),
+        let missing_key = (config.declares_key() && keys.is_empty()).then(|| match &config.key_env {
+            Some(var) => format!(
+                "provider `{name}` has no key: {var} is not set; export it and run xx again, or run `xx setup`"
+            ),
+            None => format!("provider `{name}` has no key: its api_key is empty; run `xx setup`"),
         });
         let auth = keys
             .iter()
@@ -82,23 +82,7 @@ impl Provider {
             auth,
             host: None,
             missing_key,
-            key_origin: match (
-                &config.key_env,
-                config.api_key.is_some() || !config.api_keys.is_empty(),
-            ) {
-                (Some(var), false) => format!(
-                    "its key comes from {var} in the environment the gateway started in; fix it there, then `proxies restart`"
-                ),
-                (Some(var), true) => format!(
-                    "its keys come from providers.{name}.api_key(s) in the clutch config and from {var}; fix the wrong one"
-                ),
-                (None, true) => format!(
-                    "its key comes from providers.{name}.api_key(s) in the clutch config; fix it there (the gateway reloads it)"
-                ),
-                (None, false) => format!(
-                    "it has no key; set providers.{name}.api_key or key_env in the clutch config"
-                ),
-            },
+            key_origin: key_origin(name, config),
             fingerprint: 0,
         };
         provider.fingerprint = {
@@ -273,6 +257,35 @@ pub fn client(config: &GatewayConfig) -> Client {
         .pool_max_idle_per_host(64)
         .pool_timer(TokioTimer::new())
         .build(connector)
+}
+
+/// Where a provider's keys come from and what to do when one is refused.
+fn key_origin(name: &str, config: &ProviderConfig) -> String {
+    let mut sources = Vec::new();
+    if config.api_key.is_some() || !config.api_keys.is_empty() {
+        sources.push(format!("providers.{name}.api_key(s) in the clutch config"));
+    }
+    if config.secret.is_some() {
+        sources.push(format!("the `{name}` entry of the secrets file"));
+    }
+    if let Some(var) = &config.key_env {
+        sources.push(format!("{var} in the environment"));
+    }
+    match sources.as_slice() {
+        [] => format!(
+            "it has no key; run `xx setup`, or set providers.{name}.api_key or key_env in the clutch config"
+        ),
+        [one] if config.key_env.is_some() => format!(
+            "its key comes from {one}; export the right one and run xx again (it hands it to the gateway), or run `xx setup`"
+        ),
+        [one] => format!(
+            "its key comes from {one}; fix it there or run `xx setup` (the gateway reloads it)"
+        ),
+        many => format!(
+            "its keys come from {}; fix the wrong one or run `xx setup`",
+            many.join(" and ")
+        ),
+    }
 }
 
 fn parse_uri(url: &str) -> Result<Uri, String> {

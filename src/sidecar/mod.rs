@@ -64,19 +64,34 @@ pub fn services(config: &Config, exe: &Path) -> Result<Vec<Service>, Error> {
 
 /// GET `url` within `timeout`: Ok with the body on a 2xx answer.
 pub fn health(url: &str, timeout: Duration) -> Result<String, String> {
-    call(url, timeout, None, false)
+    call(url, timeout, None, None)
 }
 
 /// GET one of the gateway's admin endpoints (`/api/…`), presenting the admin token that the
 /// gateway keeps in `paths`' config dir.
 pub fn admin_get(paths: &Paths, url: &str, timeout: Duration) -> Result<String, String> {
-    call(url, timeout, Some(&admin_token(paths)?), false)
+    call(url, timeout, Some(&admin_token(paths)?), None)
 }
 
 /// POST to one of the gateway's admin endpoints; Ok with the body on a 2xx answer, Err with
 /// the gateway's own message otherwise.
 pub fn admin_post(paths: &Paths, url: &str, timeout: Duration) -> Result<String, String> {
-    call(url, timeout, Some(&admin_token(paths)?), true)
+    call(url, timeout, Some(&admin_token(paths)?), Some(""))
+}
+
+/// POST `body` (JSON) to one of the gateway's admin endpoints.
+pub fn admin_post_json(
+    paths: &Paths,
+    url: &str,
+    body: &serde_json::Value,
+    timeout: Duration,
+) -> Result<String, String> {
+    call(
+        url,
+        timeout,
+        Some(&admin_token(paths)?),
+        Some(&body.to_string()),
+    )
 }
 
 fn admin_token(paths: &Paths) -> Result<String, String> {
@@ -88,9 +103,14 @@ fn admin_token(paths: &Paths) -> Result<String, String> {
     })
 }
 
-/// One GET (or empty POST) within `timeout`; a non-2xx answer is an error that carries the
-/// gateway's own message when it sent one.
-fn call(url: &str, timeout: Duration, token: Option<&str>, post: bool) -> Result<String, String> {
+/// One GET (or, with a body, a JSON POST) within `timeout`; a non-2xx answer is an error that
+/// carries the gateway's own message when it sent one.
+fn call(
+    url: &str,
+    timeout: Duration,
+    token: Option<&str>,
+    post: Option<&str>,
+) -> Result<String, String> {
     let agent = ureq::Agent::config_builder()
         .timeout_global(Some(timeout))
         .http_status_as_error(false)
@@ -98,10 +118,17 @@ fn call(url: &str, timeout: Duration, token: Option<&str>, post: bool) -> Result
         .new_agent();
     let header = crate::gateway::admin::token::HEADER;
     let answer = match (post, token) {
-        (true, Some(token)) => agent.post(url).header(header, token).send(""),
-        (true, None) => agent.post(url).send(""),
-        (false, Some(token)) => agent.get(url).header(header, token).call(),
-        (false, None) => agent.get(url).call(),
+        (Some(body), Some(token)) => agent
+            .post(url)
+            .header(header, token)
+            .header("content-type", "application/json")
+            .send(body),
+        (Some(body), None) => agent
+            .post(url)
+            .header("content-type", "application/json")
+            .send(body),
+        (None, Some(token)) => agent.get(url).header(header, token).call(),
+        (None, None) => agent.get(url).call(),
     };
     let mut response = answer.map_err(|err| err.to_string())?;
     let body = response.body_mut().read_to_string().unwrap_or_default();

@@ -44,6 +44,7 @@ pub fn handle(
     method: &Method,
     path: &str,
     headers: &HeaderMap,
+    body: &[u8],
 ) -> Option<Response> {
     if !presents_token(gateway, headers) {
         return Some(error_response(
@@ -93,6 +94,11 @@ pub fn handle(
                 )
             }
         }
+        (&Method::GET, "/api/providers") => json_response(200, &providers_json(gateway)),
+        (&Method::POST, "/api/env") => match hand_over_keys(gateway, body) {
+            Ok(taken) => json_response(200, &json!({"taken": taken})),
+            Err(message) => error_response(Protocol::Chat, &ApiError::invalid(message)),
+        },
         (&Method::GET, "/api/stats") => {
             let mut stats = gateway.stats.to_json();
             stats["uptime_secs"] = gateway.health()["uptime_secs"].clone();
@@ -101,6 +107,64 @@ pub fn handle(
         _ => return None,
     };
     Some(response)
+}
+
+/// Each provider: where its keys come from and, for a `key_env` variable, the fingerprint of
+/// the value the gateway uses, so `xx` can tell when its own environment has another one.
+fn providers_json(gateway: &Gateway) -> serde_json::Value {
+    let routing = gateway.routing.load();
+    let providers: Vec<_> = routing
+        .provider_configs
+        .iter()
+        .map(|(name, config)| {
+            let provider = routing.providers.get(name);
+            json!({
+                "name": name,
+                "format": config.format.name(),
+                "base_url": config.base_url.as_str(),
+                "keys": provider.map_or(0, |p| p.keys.len()),
+                "missing_key": provider.and_then(|p| p.missing_key.clone()),
+                "key_env": config.key_env,
+                "key_env_fingerprint": config
+                    .key_env
+                    .as_deref()
+                    .and_then(crate::keys::env_key)
+                    .map(|k| crate::keys::fingerprint(&k)),
+            })
+        })
+        .collect();
+    json!({"providers": providers})
+}
+
+/// `POST /api/env {"vars": {"NAME": "value"}}`: newer values for the key variables providers
+/// name in `key_env` (others are refused), then a reload so they take effect.
+fn hand_over_keys(gateway: &Gateway, body: &[u8]) -> Result<Vec<String>, String> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct HandOver {
+        vars: std::collections::BTreeMap<String, String>,
+    }
+    let request: HandOver = serde_json::from_slice(body)
+        .map_err(|e| format!("body must be {{\"vars\": {{\"NAME\": \"value\"}}}}: {e}"))?;
+    let known: std::collections::BTreeSet<String> = gateway
+        .routing
+        .load()
+        .provider_configs
+        .values()
+        .filter_map(|c| c.key_env.clone())
+        .collect();
+    for name in request.vars.keys() {
+        if !known.contains(name) {
+            return Err(format!("{name} is not the key_env of any provider"));
+        }
+    }
+    for (name, value) in &request.vars {
+        crate::keys::hand_over(name, value);
+    }
+    gateway
+        .reload()
+        .map_err(|e| format!("keys taken, but the reload was rejected: {e}"))?;
+    Ok(request.vars.into_keys().collect())
 }
 
 /// `%7C` and friends in a breaker id taken from a path.
