@@ -79,6 +79,7 @@ pub fn run_xx(args: XxArgs) -> Result<i32, Error> {
         }
         Some(XxCommand::Kill { name }) => crate::session::client::kill(&paths, &name),
         Some(XxCommand::Peek { name }) => crate::session::client::peek(&paths, &name),
+        Some(XxCommand::Setup(setup)) => crate::setup::run(&paths, &setup),
         Some(XxCommand::Gateway { listen }) => {
             crate::gateway::run_foreground(&paths, listen.as_deref())
         }

@@ -80,6 +80,25 @@ pub struct LaunchArgs {
     pub extra: Vec<String>,
 }
 
+/// `xx setup`'s flags; with none, on a terminal, it asks.
+#[derive(Debug, clap::Args)]
+pub struct SetupArgs {
+    /// Add every known provider whose key variable is set (OPENROUTER_API_KEY,
+    /// ANTHROPIC_API_KEY, OPENAI_API_KEY, GEMINI_API_KEY, DEEPSEEK_API_KEY) and a local
+    /// model server if one answers; ask nothing.
+    #[arg(long)]
+    pub from_env: bool,
+    /// A provider to add, asking nothing: a known name (openrouter, anthropic, openai,
+    /// gemini, deepseek, local), `NAME=URL` for any OpenAI-compatible server, or a known name
+    /// with another URL. Its key comes from `<NAME>_API_KEY`. Repeatable.
+    #[arg(long = "provider", value_name = "NAME[=URL]")]
+    pub providers: Vec<String>,
+    /// Copy keys from the environment into clutch's secrets file (0600) instead of
+    /// referring to their variables.
+    #[arg(long)]
+    pub store_keys: bool,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum XxCommand {
     /// List the agents: letter, installed or not, version, verified or not.
@@ -110,6 +129,9 @@ pub enum XxCommand {
     Peek { name: String },
     /// Relaunch the sessions a crash took down, each in its agent's continue form, detached.
     Restore,
+    /// Choose providers, test each key against the provider and write the config: questions
+    /// on a terminal, or from flags in a script.
+    Setup(SetupArgs),
     /// Run the gateway in the foreground (Ctrl-C stops it).
     Gateway {
         /// Address to listen on instead of the one in gateway.url.

@@ -229,6 +229,8 @@ struct State {
     script: VecDeque<Reply>,
     /// Replies for calls that ask for one model, taken before the shared script.
     by_model: std::collections::HashMap<String, VecDeque<Reply>>,
+    /// When set, every call that does not present this key gets a 401.
+    required_key: Option<String>,
 }
 
 struct Shared {
@@ -302,6 +304,12 @@ impl FakeUpstream {
     /// Queue replies for the next model calls, in order.
     pub fn script(&self, replies: impl IntoIterator<Item = Reply>) {
         self.shared.state.lock().unwrap().script.extend(replies);
+    }
+
+    /// Refuse every call that does not present `key` (as a bearer token, `x-api-key` or
+    /// `x-goog-api-key`), as a provider refuses a wrong key.
+    pub fn require_key(&self, key: &str) {
+        self.shared.state.lock().unwrap().required_key = Some(key.to_string());
     }
 
     /// Forget every queued reply.
@@ -403,8 +411,29 @@ fn handle(
             .collect(),
         body: body_json.clone(),
     };
+    let presented = ["authorization", "x-api-key", "x-goog-api-key"]
+        .iter()
+        .filter_map(|h| record.header(h))
+        .map(|v| v.trim_start_matches("Bearer ").to_string())
+        .collect::<Vec<_>>();
     let reply = {
         let mut state = shared.state.lock().unwrap();
+        if let Some(required) = state.required_key.clone()
+            && !presented.contains(&required)
+            && path != "/health"
+        {
+            state.requests.push(record);
+            shared.changed.notify_all();
+            let refusal = json!({"error": {"message": "Incorrect API key provided.", "type": "invalid_request_error", "code": "invalid_api_key"}});
+            return (
+                None,
+                Response::builder()
+                    .status(StatusCode::UNAUTHORIZED)
+                    .header("content-type", "application/json")
+                    .body(Body::from(refusal.to_string()))
+                    .unwrap(),
+            );
+        }
         let model = record.model();
         state.requests.push(record);
         let reply = if protocol == Protocol::Other || is_gemini_router_call(&body_json) {

@@ -5,6 +5,7 @@
 pub mod fake_upstream;
 pub mod gateway;
 pub mod network;
+pub mod tmux;
 
 use std::io::{Read as _, Write as _};
 use std::os::unix::process::CommandExt as _;
