@@ -30,6 +30,7 @@ pub fn run_proxies(args: crate::cli::ProxiesArgs) -> Result<i32, Error> {
         }
         ProxiesCommand::Restart { service } => commands::restart(&paths, service.as_deref()),
         ProxiesCommand::Watch { once } => commands::watch(&paths, once),
+        ProxiesCommand::Reload => commands::reload(&paths),
         ProxiesCommand::Completions { shell } => {
             print!("{}", crate::shell::proxies_completion_script(shell));
             Ok(0)

@@ -185,6 +185,9 @@ pub enum ProxiesCommand {
     },
     /// Restart one service, or everything.
     Restart { service: Option<String> },
+    /// Apply config edits now: `[[services]]` added, changed or removed, and the gateway's
+    /// routing (what SIGHUP to the supervisor does).
+    Reload,
     /// A live view of requests, errors, models and breakers.
     Watch {
         /// Draw once and exit.

@@ -152,3 +152,42 @@ fn a_running_gateway_picks_up_a_changed_config_file() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn a_reload_applies_new_breaker_settings() {
+    let home = tempfile::tempdir().unwrap();
+    let (a, b) = (FakeUpstream::start("from-a"), FakeUpstream::start("from-b"));
+    write(home.path(), &a, &b, "a|m", "");
+    let gateway = TestGateway::start(home.path());
+    let admin = admin_agent(home.path());
+    let breakers = || -> Value {
+        let mut response = admin
+            .get(&format!("{}/api/breakers", gateway.url))
+            .call()
+            .unwrap();
+        serde_json::from_str(&response.body_mut().read_to_string().unwrap()).unwrap()
+    };
+    assert_eq!(breakers()["threshold"], 3);
+    write(
+        home.path(),
+        &a,
+        &b,
+        "a|m",
+        "breaker_threshold = 1\nbreaker_cooldown_secs = 7\n",
+    );
+    let mut reloaded = admin
+        .post(&format!("{}/api/reload", gateway.url))
+        .send("")
+        .unwrap();
+    assert_eq!(
+        reloaded.status(),
+        200,
+        "{}",
+        reloaded.body_mut().read_to_string().unwrap()
+    );
+    let now = breakers();
+    assert_eq!(
+        (now["threshold"].clone(), now["cooldown_s"].clone()),
+        (json!(1), json!(7))
+    );
+}

@@ -459,3 +459,71 @@ fn up_starts_a_failed_service_again() {
     assert!(again.stdout.contains("starting flaky again"), "{again}");
     assert_eq!(lab.service("flaky")["state"], "running");
 }
+
+#[test]
+fn sighup_brings_services_in_line_with_the_config() {
+    let service = |name: &str, marker: &str| {
+        format!(
+            "[[services]]\nname = \"{name}\"\ncommand = [\"sh\", \"-c\", \"echo {marker}; exec sleep 300\"]\n"
+        )
+    };
+    let lab = Lab::new(&service("alpha", "alpha-one"));
+    lab.proxies(&["up"]).assert_ok();
+    let first_alpha = lab.service("alpha")["pid"].as_u64().expect("alpha runs");
+    let gateway = lab.service("gateway")["pid"].as_u64().unwrap();
+    let supervisor = lab.status()["supervisor"]["pid"].as_u64().unwrap() as i32;
+
+    // alpha's command changes and beta is added; SIGHUP, as the README says.
+    let config = lab.clutch.clutch_home.path().join("config/config.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let head = text.split("[[services]]").next().unwrap().to_string();
+    std::fs::write(
+        &config,
+        format!(
+            "{head}{}{}",
+            service("alpha", "alpha-two"),
+            service("beta", "beta-one")
+        ),
+    )
+    .unwrap();
+    let hup = || {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(supervisor),
+            nix::sys::signal::Signal::SIGHUP,
+        )
+        .unwrap()
+    };
+    hup();
+    wait_until(
+        Duration::from_secs(15),
+        "beta to run and alpha to restart",
+        || {
+            lab.service("beta")["state"] == "running"
+                && lab.service("alpha")["state"] == "running"
+                && lab.service("alpha")["pid"].as_u64() != Some(first_alpha)
+        },
+    );
+    let log = lab.clutch.clutch_home.path().join("state/logs/alpha.log");
+    wait_until(Duration::from_secs(5), "the new alpha's output", || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("alpha-two")
+    });
+    assert_eq!(
+        lab.service("gateway")["pid"].as_u64(),
+        Some(gateway),
+        "the gateway reloads in place"
+    );
+
+    // alpha removed, applied with `proxies reload`: stopped and gone from the status.
+    std::fs::write(&config, format!("{head}{}", service("beta", "beta-one"))).unwrap();
+    let reload = lab.proxies(&["reload"]);
+    reload.assert_ok();
+    assert!(!reload.stdout.contains("alpha"), "{reload}");
+    wait_until(Duration::from_secs(15), "alpha to be gone", || {
+        lab.service("alpha").is_null()
+    });
+    let stat = std::fs::read_to_string(format!("/proc/{first_alpha}/stat")).unwrap_or_default();
+    assert!(stat.is_empty() || stat.contains(") Z "), "{stat}");
+    assert_eq!(lab.service("beta")["state"], "running");
+}

@@ -70,7 +70,8 @@ impl Default for Settings {
 }
 
 pub struct Breakers {
-    settings: Settings,
+    /// Swapped on a config reload.
+    settings: arc_swap::ArcSwap<Settings>,
     breakers: Mutex<BTreeMap<String, Breaker>>,
     file: Option<PathBuf>,
 }
@@ -102,15 +103,21 @@ impl Breakers {
     pub fn new(settings: Settings, file: Option<PathBuf>) -> Breakers {
         let saved = file.as_ref().map(|f| restore(f)).unwrap_or_default();
         Breakers {
-            settings,
+            settings: arc_swap::ArcSwap::from_pointee(settings),
             breakers: Mutex::new(saved),
             file,
         }
     }
 
+    /// New thresholds and cool-downs from a reloaded config, for trips from now on.
+    pub fn set_settings(&self, settings: Settings) {
+        self.settings.store(std::sync::Arc::new(settings));
+    }
+
     fn cooldown(&self, trips: u32) -> u64 {
         let factor = 1u64 << trips.saturating_sub(1).min(20);
-        (self.settings.cooldown_ms.saturating_mul(factor)).min(self.settings.max_cooldown_ms)
+        let settings = self.settings.load();
+        (settings.cooldown_ms.saturating_mul(factor)).min(settings.max_cooldown_ms)
     }
 
     fn save(&self, breakers: &BTreeMap<String, Breaker>) {
@@ -182,7 +189,7 @@ impl Breakers {
         breaker.last_error = Some(why.chars().take(300).collect());
         let trip = match breaker.state {
             State::HalfOpen => true,
-            State::Closed => breaker.consecutive_failures >= self.settings.threshold,
+            State::Closed => breaker.consecutive_failures >= self.settings.load().threshold,
             State::Open => false,
         };
         if trip {
@@ -281,7 +288,8 @@ impl Breakers {
             })
             .collect();
         list.sort_by_key(|b| if b["state"] == "open" { 0 } else { 1 });
-        json!({"threshold": self.settings.threshold, "cooldown_s": self.settings.cooldown_ms / 1000, "breakers": list})
+        let settings = self.settings.load();
+        json!({"threshold": settings.threshold, "cooldown_s": settings.cooldown_ms / 1000, "breakers": list})
     }
 }
 

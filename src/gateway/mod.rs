@@ -144,6 +144,14 @@ impl Routing {
     }
 }
 
+fn breaker_settings(config: &Config) -> breaker::Settings {
+    breaker::Settings {
+        threshold: config.gateway.breaker_threshold,
+        cooldown_ms: config.gateway.breaker_cooldown_secs * 1000,
+        max_cooldown_ms: config.gateway.breaker_max_cooldown_secs * 1000,
+    }
+}
+
 /// Request counters for `proxies watch` (`GET /api/stats`).
 #[derive(Default)]
 pub struct Stats {
@@ -217,11 +225,7 @@ impl Gateway {
             started: Instant::now(),
             stats: Stats::default(),
             breakers: breaker::Breakers::new(
-                breaker::Settings {
-                    threshold: config.gateway.breaker_threshold,
-                    cooldown_ms: config.gateway.breaker_cooldown_secs * 1000,
-                    max_cooldown_ms: config.gateway.breaker_max_cooldown_secs * 1000,
-                },
+                breaker_settings(config),
                 Some(paths.state_dir.join("breakers.json")),
             ),
             keys: KeyPool::default(),
@@ -238,7 +242,8 @@ impl Gateway {
     /// Re-read the config and profiles. An invalid new config is rejected with its error and
     /// the old one stays; requests in flight finish on the config they started with.
     pub fn reload(&self) -> Result<(), ConfigError> {
-        let (_, routing) = Routing::load(&self.paths)?;
+        let (config, routing) = Routing::load(&self.paths)?;
+        self.breakers.set_settings(breaker_settings(&config));
         // A provider whose key, URL or headers changed starts afresh: the faults and rate
         // limits of its old settings (a wrong key, most often) say nothing about the new.
         let old = self.routing.load();

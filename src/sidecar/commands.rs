@@ -144,6 +144,39 @@ fn wait_taken(markers: &[std::path::PathBuf]) {
     }
 }
 
+/// `proxies reload`: SIGHUP to the supervisor, then the status once services settle.
+pub fn reload(paths: &Paths) -> Result<i32, Error> {
+    let config = load(paths)?;
+    let Some(state) = state::read_state(paths)
+        .filter(|s| supervisor_running(paths) && state::is_same_process(s.pid, s.pid_start))
+    else {
+        return Err(Error::Usage(
+            "nothing is running to reload; `proxies up` starts it with the config as it is".into(),
+        ));
+    };
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(state.pid as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .map_err(|e| Error::io("cannot signal the supervisor", e.into()))?;
+    // The supervisor rewrites its state when it has acted; wait for a change, then settle.
+    let before = std::fs::metadata(state::state_file(paths))
+        .and_then(|m| m.modified())
+        .ok();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline
+        && std::fs::metadata(state::state_file(paths))
+            .and_then(|m| m.modified())
+            .ok()
+            == before
+    {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let all_up = wait_services(paths, Duration::from_secs(30));
+    print_status(paths, &config, false)?;
+    Ok(if all_up { 0 } else { 1 })
+}
+
 /// `proxies restart [service]`.
 pub fn restart(paths: &Paths, service: Option<&str>) -> Result<i32, Error> {
     let Some(name) = service else {

@@ -18,7 +18,7 @@ use crate::error::Error;
 use crate::paths::Paths;
 
 /// A service the supervisor runs.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Service {
     pub name: String,
     pub command: Vec<String>,

@@ -92,6 +92,34 @@ struct Running {
     log: Arc<Mutex<RotatingLog>>,
 }
 
+impl Running {
+    fn new(paths: &Paths, service: Service) -> Result<Running, Error> {
+        let log_path = paths.log_dir().join(format!("{}.log", service.name));
+        let log = RotatingLog::open(log_path.clone())
+            .map_err(|e| Error::io(format!("cannot open {}", log_path.display()), e))?;
+        Ok(Running {
+            // Every service is on its way up until the supervisor reaches it.
+            state: ServiceState {
+                name: service.name.clone(),
+                state: Phase::Starting,
+                pid: None,
+                pid_start: None,
+                port: service.port,
+                started_at: None,
+                restarts: 0,
+                last_error: None,
+                log_tail: Vec::new(),
+                log: log_path,
+            },
+            service,
+            crashes: Vec::new(),
+            restarting: false,
+            stopping: false,
+            log: Arc::new(Mutex::new(log)),
+        })
+    }
+}
+
 /// Run the supervisor in the foreground. Returns when told to stop; exits at once (0) when
 /// another supervisor already holds the lock.
 pub fn run(paths: &Paths, services: Vec<Service>) -> Result<i32, Error> {
@@ -133,29 +161,7 @@ pub fn run(paths: &Paths, services: Vec<Service>) -> Result<i32, Error> {
         services: Vec::new(),
     };
     for service in services {
-        let log_path = paths.log_dir().join(format!("{}.log", service.name));
-        let log = RotatingLog::open(log_path.clone())
-            .map_err(|e| Error::io(format!("cannot open {}", log_path.display()), e))?;
-        supervisor.services.push(Running {
-            // Every service is on its way up until the supervisor reaches it.
-            state: ServiceState {
-                name: service.name.clone(),
-                state: Phase::Starting,
-                pid: None,
-                pid_start: None,
-                port: service.port,
-                started_at: None,
-                restarts: 0,
-                last_error: None,
-                log_tail: Vec::new(),
-                log: log_path,
-            },
-            service,
-            crashes: Vec::new(),
-            restarting: false,
-            stopping: false,
-            log: Arc::new(Mutex::new(log)),
-        });
+        supervisor.services.push(Running::new(paths, service)?);
     }
     supervisor.save();
     for index in 0..supervisor.services.len() {
@@ -336,7 +342,7 @@ impl Supervisor {
             Event::Signal(signal) if signal == signal_hook::consts::SIGUSR1 => {
                 self.take_restart_requests(rx)
             }
-            Event::Signal(signal) if signal == signal_hook::consts::SIGHUP => {}
+            Event::Signal(signal) if signal == signal_hook::consts::SIGHUP => self.reload(rx),
             Event::Signal(_) => {
                 self.shutdown();
                 return false;
@@ -437,27 +443,98 @@ impl Supervisor {
         }
     }
 
+    /// SIGHUP: read the config again and bring `[[services]]` in line with it: a removed
+    /// service is stopped, a changed one restarted with its new definition, a new one
+    /// started. The gateway reloads its own config; it is told to at once. A config that
+    /// does not load leaves everything as it is, with the reason in the supervisor's log.
+    fn reload(&mut self, rx: &Receiver<Event>) {
+        let wanted = crate::config::Config::load(&self.paths.config_file())
+            .map_err(|e| e.to_string())
+            .and_then(|config| {
+                let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+                super::services(&config, &exe).map_err(|e| e.to_string())
+            });
+        let wanted = match wanted {
+            Ok(wanted) => wanted,
+            Err(error) => {
+                eprintln!("supervisor: reload refused, services unchanged: {error}");
+                return;
+            }
+        };
+        if let Some(gateway) = self.services.iter().find(|r| r.service.name == "gateway")
+            && let Some(pid) = gateway.state.pid
+            && state::is_same_process(pid, gateway.state.pid_start)
+        {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGHUP);
+        }
+        let mut index = 0;
+        while index < self.services.len() {
+            let name = self.services[index].service.name.clone();
+            if name != "gateway" && !wanted.iter().any(|w| w.name == name) {
+                self.stop(index);
+                self.services.remove(index);
+                let _ = std::fs::remove_file(state::pid_file(&self.paths, &name));
+                self.save();
+            } else {
+                index += 1;
+            }
+        }
+        for service in wanted.into_iter().filter(|s| s.name != "gateway") {
+            match self.index_of(&service.name) {
+                Some(index) if self.services[index].service == service => {}
+                Some(index) => {
+                    self.stop(index);
+                    let running = &mut self.services[index];
+                    running.service = service;
+                    running.state.port = running.service.port;
+                    running.crashes.clear();
+                    running.state.last_error = None;
+                    running.state.log_tail.clear();
+                    self.start(index);
+                    self.wait_healthy(index, rx);
+                }
+                None => match Running::new(&self.paths, service) {
+                    Ok(running) => {
+                        self.services.push(running);
+                        let index = self.services.len() - 1;
+                        self.start(index);
+                        self.wait_healthy(index, rx);
+                    }
+                    Err(error) => eprintln!("supervisor: {error}"),
+                },
+            }
+        }
+        self.save();
+    }
+
+    /// Stop service `index` and whatever it started, waiting out the grace period.
+    fn stop(&mut self, index: usize) {
+        let running = &mut self.services[index];
+        running.stopping = true;
+        if let Some(pid) = running.state.pid
+            && state::is_same_process(pid, running.state.pid_start)
+        {
+            signal_group(pid, Signal::SIGTERM);
+            let deadline = Instant::now() + STOP_GRACE;
+            while state::is_same_process(pid, self.services[index].state.pid_start)
+                && Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            // The group too: a child the service started may outlive it otherwise.
+            signal_group(pid, Signal::SIGKILL);
+        }
+        let running = &mut self.services[index];
+        running.state.state = Phase::Stopped;
+        running.state.pid = None;
+        running.stopping = false;
+    }
+
     fn shutdown(&mut self) {
         for index in (0..self.services.len()).rev() {
-            let running = &mut self.services[index];
-            running.stopping = true;
-            if let Some(pid) = running.state.pid
-                && state::is_same_process(pid, running.state.pid_start)
-            {
-                signal_group(pid, Signal::SIGTERM);
-                let deadline = Instant::now() + STOP_GRACE;
-                while state::is_same_process(pid, self.services[index].state.pid_start)
-                    && Instant::now() < deadline
-                {
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                // The group too: a child the service started may outlive it otherwise.
-                signal_group(pid, Signal::SIGKILL);
-            }
-            let running = &mut self.services[index];
-            running.state.state = Phase::Stopped;
-            running.state.pid = None;
-            let _ = std::fs::remove_file(state::pid_file(&self.paths, &running.service.name));
+            self.stop(index);
+            let name = self.services[index].service.name.clone();
+            let _ = std::fs::remove_file(state::pid_file(&self.paths, &name));
         }
         let _ = std::fs::remove_file(state::state_file(&self.paths));
     }
