@@ -513,3 +513,33 @@ fn the_readme_sample_config_is_valid_with_no_keys_set() {
         "{stderr}"
     );
 }
+
+#[test]
+fn every_agent_spec_cites_docs_agents_md_which_names_its_verified_version() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let docs = std::fs::read_to_string(format!("{root}/docs/agents.md")).unwrap();
+    for entry in std::fs::read_dir(format!("{root}/agents"))
+        .unwrap()
+        .flatten()
+    {
+        let text = std::fs::read_to_string(entry.path()).unwrap();
+        let spec: toml::Value = toml::from_str(&text).unwrap();
+        let name = spec["display_name"].as_str().unwrap();
+        assert!(
+            text.contains("docs/agents.md") && !text.contains("shared/reference"),
+            "{} must cite docs/agents.md, a file in the repo",
+            entry.path().display()
+        );
+        let row = match spec.get("verified").and_then(|v| v.as_str()) {
+            Some(version) => format!(
+                "| {name} (`{}`, {version}) |",
+                spec["letter"].as_str().unwrap()
+            ),
+            None => format!(
+                "| {name} (`{}`, unverified) |",
+                spec["letter"].as_str().unwrap()
+            ),
+        };
+        assert!(docs.contains(&row), "docs/agents.md has no row `{row}`");
+    }
+}
