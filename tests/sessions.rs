@@ -140,6 +140,24 @@ fn a_session_outlives_its_terminal_and_comes_back_as_it_was() {
     );
     wait_state(&clutch, "claude-1", "attached");
 
+    // A line that wraps keeps its 80th column through the reattach's redraw nudge.
+    let long: String = (0..90).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+    tmux.run(&["send-keys", "-t", ":two", &long, "Enter"]);
+    tmux.wait_for("two", &long[80..]);
+    tmux.run(&["send-keys", "-t", ":two", "C-]"]);
+    tmux.wait_for("two", "[detached from claude-1");
+    tmux.window("wrap", &format!("{xx} attach claude-1"));
+    tmux.wait_for("wrap", &long[80..]);
+    let peek = clutch.xx(&["peek", "claude-1"]).output();
+    assert!(
+        peek.stdout.contains(&format!("got: {long}")),
+        "column 80 of a wrapped line survives a reattach\n{peek}"
+    );
+    // The reattached window carries on as `two`.
+    tmux.run(&["kill-window", "-t", ":two"]);
+    tmux.run(&["rename-window", "-t", ":wrap", "two"]);
+    wait_state(&clutch, "claude-1", "attached");
+
     // A resize reaches the agent.
     tmux.run(&["resize-window", "-t", ":two", "-x", "100", "-y", "30"]);
     tmux.wait_for("two", "SIZE 30 100");

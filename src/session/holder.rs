@@ -293,8 +293,30 @@ fn resize(
             pixel_height: 0,
         });
     }
-    if let Ok(mut s) = shared.lock() {
+    // vt100 forgets which rows wrapped on any set_size, even to the same size, and a
+    // reattach at the same size must not turn wrapped lines into broken ones.
+    if let Ok(mut s) = shared.lock()
+        && s.parser.screen().size() != (rows, cols)
+    {
         s.parser.screen_mut().set_size(rows, cols);
+    }
+}
+
+/// One column narrower and back, on the pty alone: the agent gets SIGWINCH twice and
+/// repaints, and the screen model keeps every cell.
+fn nudge(master: &Mutex<Box<dyn portable_pty::MasterPty + Send>>, rows: u16, cols: u16) {
+    if rows == 0 || cols < 2 {
+        return;
+    }
+    if let Ok(m) = master.lock() {
+        for cols in [cols - 1, cols] {
+            let _ = m.resize(PtySize {
+                rows,
+                cols,
+                pixel_width: 0,
+                pixel_height: 0,
+            });
+        }
     }
 }
 
@@ -334,9 +356,9 @@ fn serve_client(
                 s.meta.attached = true;
                 s.save();
             }
-            // Nudge the size so full-screen programs repaint themselves.
-            resize(master, shared, rows, cols.saturating_sub(1).max(1));
-            resize(master, shared, rows, cols);
+            // Nudge the pty's size so full-screen programs repaint themselves. Only the pty:
+            // narrowing the screen model would cut off its last column for good.
+            nudge(master, rows, cols);
             let shared = shared.clone();
             let writer = writer.clone();
             let master = master.clone();
