@@ -177,11 +177,24 @@ fn a_session_outlives_its_terminal_and_comes_back_as_it_was() {
     tmux.wait_for("three", "XX-EXIT-7");
     wait_state(&clutch, "claude-1", "exited");
 
-    // kill removes a session.
+    // kill ends a session, which then shows as killed; a second kill takes it off the list.
     tmux.window("four", &format!("{xx} cid"));
     tmux.wait_for("four", "READY");
     let killed = clutch.xx(&["kill", "claude-2"]).output();
     assert_eq!(killed.code, Some(0), "{killed}");
+    assert_eq!(state_of(&clutch, "claude-2"), "killed");
+    let attach = clutch.xx(&["attach", "claude-2"]).output();
+    assert!(
+        attach
+            .stderr
+            .contains("session `claude-2` has ended (killed"),
+        "{attach}"
+    );
+    let forget = clutch.xx(&["kill", "claude-2"]).output();
+    assert!(
+        forget.stdout.contains("removed claude-2 (killed)"),
+        "{forget}"
+    );
     assert!(!clutch.xx(&["ls"]).output().stdout.contains("claude-2"));
 }
 

@@ -276,16 +276,28 @@ pub fn attach(paths: &Paths, name: Option<&str>, detach_key: u8) -> Result<i32, 
     attach_to(paths, &name, detach_key)
 }
 
-/// `xx kill <name>`: the agent gets SIGTERM through its holder; the record is removed.
+/// `xx kill <name>`: the agent gets SIGTERM through its holder, and the session stays in
+/// `xx ls` as killed. Killing a session that has already ended takes it off the list.
 pub fn kill(paths: &Paths, name: &str) -> Result<i32, Error> {
-    let meta = Meta::read(&meta_file(paths, name))
+    let file = meta_file(paths, name);
+    let meta = Meta::read(&file)
         .ok_or_else(|| Error::Usage(format!("no session `{name}` (see `xx ls`)")))?;
+    if matches!(meta.state(), "exited" | "killed" | "lost") {
+        let _ = std::fs::remove_file(&file);
+        let _ = std::fs::remove_file(socket(paths, name));
+        println!("removed {name} ({}) from the list", meta.state());
+        return Ok(0);
+    }
     if crate::sidecar::state::is_same_process(meta.holder_pid, meta.holder_start) {
         crate::sidecar::supervisor::stop_pid(meta.holder_pid);
     }
-    let _ = std::fs::remove_file(meta_file(paths, name));
+    // The holder may have written its last state on the way out; mark that one.
+    let mut ended = Meta::read(&file).unwrap_or(meta);
+    ended.killed = true;
+    ended.attached = false;
+    let _ = crate::sidecar::state::write_json(&file, &ended);
     let _ = std::fs::remove_file(socket(paths, name));
-    println!("killed {name}");
+    println!("killed {name} (`xx kill {name}` again takes it off `xx ls`)");
     Ok(0)
 }
 
@@ -297,7 +309,7 @@ fn session_socket(paths: &Paths, name: &str) -> Result<std::path::PathBuf, Error
         None if !path.exists() => Err(Error::Usage(format!(
             "no session `{name}` (`xx ls` lists them)"
         ))),
-        Some(meta) if meta.state() == "exited" => Err(Error::Usage(format!(
+        Some(meta) if matches!(meta.state(), "exited" | "killed") => Err(Error::Usage(format!(
             "session `{name}` has ended ({}{}); `xx ls` lists it",
             meta.state(),
             meta.exit_code

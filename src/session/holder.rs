@@ -132,6 +132,7 @@ pub fn run(paths: &Paths, name: &str) -> Result<i32, Error> {
             attached: false,
             exit_code: None,
             restarts: 0,
+            killed: false,
         },
         meta_path: meta_file(paths, name),
     }));

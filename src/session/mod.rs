@@ -41,6 +41,9 @@ pub struct Meta {
     /// How many times the agent was started again after dying from a signal.
     #[serde(default)]
     pub restarts: u32,
+    /// Ended by `xx kill`.
+    #[serde(default)]
+    pub killed: bool,
 }
 
 impl Meta {
@@ -53,9 +56,12 @@ impl Meta {
         serde_json::from_slice(&std::fs::read(path).ok()?).ok()
     }
 
-    /// attached, detached or exited (a holder that is gone without an exit code crashed).
+    /// attached, detached, exited, killed, or lost (a holder that is gone without an exit
+    /// code crashed).
     pub fn state(&self) -> &'static str {
-        if self.exit_code.is_some() {
+        if self.killed {
+            "killed"
+        } else if self.exit_code.is_some() {
             "exited"
         } else if !crate::sidecar::state::is_same_process(self.holder_pid, self.holder_start) {
             "lost"
