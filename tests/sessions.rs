@@ -368,7 +368,7 @@ const FULL_SCREEN: &str = r#"#!/bin/sh
 echo "claude|$PWD|$*" >> "$ARGV_LOG"
 ulimit -c 0
 draw() { printf '\033[H\033[2J\033[1;1HFULL %s\033[12;20HLAST %s\033[20;1H> ' "$(stty size)" "$1"; }
-printf '\033[?1049h'
+printf '\033[?1049h\033[?1000h\033[?2004h'
 last=none
 trap 'draw "$last"' WINCH
 draw "$last"
@@ -468,11 +468,41 @@ fn a_full_screen_agent_outlives_every_other_clutch_process_and_restarts_after_a_
     let row = |screen: &str, text: &str| screen.lines().position(|l| l.contains(text));
     assert_eq!(row(&after, "LAST hello"), row(&before, "LAST hello"));
     assert_eq!(row(&after, "FULL"), Some(0));
+    let modes = |window: &str| {
+        tmux.run(&[
+            "display-message",
+            "-p",
+            "-t",
+            &format!(":{window}"),
+            "#{alternate_on} #{mouse_any_flag}",
+        ])
+        .trim()
+        .to_string()
+    };
+    assert_eq!(
+        modes("two"),
+        "1 1",
+        "the reattached terminal is on the agent's screen and modes"
+    );
 
-    // The configured detach key.
+    // The configured detach key. The agent's screen modes end with the attachment (the
+    // shell gets its own screen back, without mouse reporting), and the notice has a line
+    // of its own.
     tmux.run(&["send-keys", "-t", ":two", "C-b"]);
-    tmux.wait_for("two", "[detached from claude-1");
+    let detached = tmux.wait_for("two", "[detached from claude-1");
     wait_state(&clutch, "claude-1", "detached");
+    assert!(
+        detached
+            .lines()
+            .any(|l| l.starts_with("[detached from claude-1; `xx attach claude-1` to come back]")),
+        "{detached}"
+    );
+    assert!(!detached.contains("LAST hello"), "{detached}");
+    assert_eq!(
+        modes("two"),
+        "0 0",
+        "alternate screen and mouse mode after detach"
+    );
 
     // Death by signal: started again once, resuming the same conversation by id.
     tmux.window(

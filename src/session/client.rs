@@ -213,7 +213,14 @@ pub fn attach_to(paths: &Paths, name: &str, detach_key: u8) -> Result<i32, Error
             Err(_) => {
                 drop(raw);
                 if detach_rx.try_recv().is_ok() {
-                    println!("\r\n[detached from {name}; `xx attach {name}` to come back]");
+                    // The agent's terminal modes end with the attachment: the alternate
+                    // screen, mouse reporting, bracketed paste, application keys and a hidden
+                    // cursor would otherwise stay on in the user's shell. The notice then goes
+                    // on a line of its own below everything, never over the agent's last line.
+                    print!(
+                        "\x1b[0m\x1b[?1049l\x1b[?1000l\x1b[?1002l\x1b[?1003l\x1b[?1006l\x1b[?2004l\x1b[?1l\x1b>\x1b[?25h\x1b[999;1H\r\n[detached from {name}; `xx attach {name}` to come back]\r\n"
+                    );
+                    let _ = std::io::stdout().flush();
                     return Ok(0);
                 }
                 let code = Meta::read(&meta_file(paths, name)).and_then(|m| m.exit_code);

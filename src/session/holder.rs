@@ -343,10 +343,18 @@ fn serve_client(
             resize(master, shared, rows, cols);
             {
                 let mut s = shared.lock().expect("holder state");
-                // Redraw: clear, then the screen as the model has it, cursor included.
-                let mut redraw = b"\x1b[H\x1b[2J".to_vec();
-                redraw.extend(s.parser.screen().contents_formatted());
-                redraw.extend(s.parser.screen().cursor_state_formatted());
+                // Redraw: the agent's alternate screen if it is on one, clear, the screen as
+                // the model has it, then its input modes (mouse, bracketed paste, keypad)
+                // and cursor, so the new terminal is in the state the agent left the old in.
+                let screen = s.parser.screen();
+                let mut redraw = Vec::new();
+                if screen.alternate_screen() {
+                    redraw.extend_from_slice(b"\x1b[?1049h");
+                }
+                redraw.extend_from_slice(b"\x1b[H\x1b[2J");
+                redraw.extend(screen.contents_formatted());
+                redraw.extend(screen.input_mode_formatted());
+                redraw.extend(screen.cursor_state_formatted());
                 let Ok(mut out) = stream.try_clone() else {
                     return;
                 };
