@@ -1,8 +1,9 @@
 //! What is on this machine: `xx agents` (each agent, installed or not, its version and whether
-//! its spec was measured) and `xx doctor` (agents, config, gateway, which keys are set).
+//! its spec was measured) and `xx doctor` (agents, config, gateway, providers and their keys).
+//! Versions are remembered per binary (path, size, modification time), so only an agent that
+//! was installed or updated since the last look is asked again: Gemini CLI alone takes 3 s.
 
 use serde_json::{Value, json};
-use std::io::Read as _;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -21,23 +22,47 @@ pub struct AgentStatus {
 
 const VERSION_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Look every agent up on PATH and ask the installed ones for their version, in parallel.
-pub fn survey(registry: &Registry) -> Vec<(&AgentSpec, &Origin, AgentStatus)> {
+/// Look every agent up on PATH and ask the installed ones for their version, in parallel,
+/// unless the binary is unchanged since its version was last read.
+pub fn survey<'a>(
+    paths: &Paths,
+    registry: &'a Registry,
+) -> Vec<(&'a AgentSpec, &'a Origin, AgentStatus)> {
+    let cache_file = paths.state_dir.join("agent-versions.json");
+    let cache: std::collections::BTreeMap<String, (String, String)> = std::fs::read(&cache_file)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or_default();
     let (tx, rx) = mpsc::channel();
     let specs: Vec<_> = registry.iter().collect();
     for (index, (spec, _)) in specs.iter().enumerate() {
         let path = spec.binaries().find_map(|b| which::which(b).ok());
+        let stamp = path.as_ref().map(|p| binary_stamp(p));
+        let known = path.as_ref().zip(stamp.as_ref()).and_then(|(p, stamp)| {
+            cache
+                .get(&p.display().to_string())
+                .filter(|(s, _)| s == stamp)
+                .map(|(_, version)| version.clone())
+        });
         let tx = tx.clone();
         let args = spec.version_args.clone();
         std::thread::spawn(move || {
-            let version = path.as_ref().and_then(|p| version_of(p, &args));
-            let _ = tx.send((index, AgentStatus { path, version }));
+            let version = known.or_else(|| path.as_ref().and_then(|p| version_of(p, &args)));
+            let _ = tx.send((index, stamp, AgentStatus { path, version }));
         });
     }
     drop(tx);
     let mut found: Vec<Option<AgentStatus>> = specs.iter().map(|_| None).collect();
-    while let Ok((index, status)) = rx.recv_timeout(VERSION_TIMEOUT + Duration::from_secs(1)) {
+    let mut remembered = std::collections::BTreeMap::new();
+    while let Ok((index, stamp, status)) = rx.recv_timeout(VERSION_TIMEOUT + Duration::from_secs(1))
+    {
+        if let (Some(path), Some(stamp), Some(version)) = (&status.path, stamp, &status.version) {
+            remembered.insert(path.display().to_string(), (stamp, version.clone()));
+        }
         found[index] = Some(status);
+    }
+    if remembered != cache && std::fs::create_dir_all(&paths.state_dir).is_ok() {
+        let _ = crate::sidecar::state::write_json(&cache_file, &remembered);
     }
     specs
         .into_iter()
@@ -52,42 +77,72 @@ pub fn survey(registry: &Registry) -> Vec<(&AgentSpec, &Origin, AgentStatus)> {
         .collect()
 }
 
-/// The first line of `<program> --version` with digits in it, or None after a timeout.
+/// What identifies one build of a binary: its resolved path, size and modification time.
+fn binary_stamp(path: &std::path::Path) -> String {
+    let real = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    match std::fs::metadata(&real) {
+        Ok(meta) => {
+            use std::os::unix::fs::MetadataExt as _;
+            format!(
+                "{}:{}:{}",
+                real.display(),
+                meta.size(),
+                meta.mtime_nsec() + meta.mtime() * 1_000_000_000
+            )
+        }
+        Err(_) => String::new(),
+    }
+}
+
+/// The first line of `<program> --version` with digits in it, from stdout or else stderr
+/// (Pi prints its version there), or None after a timeout.
 fn version_of(program: &PathBuf, args: &[String]) -> Option<String> {
     let mut child = Command::new(program)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .ok()?;
-    let mut stdout = child.stdout.take()?;
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stdout.read_to_string(&mut text);
-        let _ = tx.send(text);
-    });
-    let text = match rx.recv_timeout(VERSION_TIMEOUT) {
-        Ok(text) => text,
-        Err(_) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            return None;
-        }
+    let read_all = |pipe: Box<dyn std::io::Read + Send>| {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ =
+                std::io::Read::read_to_string(&mut std::io::Read::take(pipe, 64 * 1024), &mut text);
+            let _ = tx.send(text);
+        });
+        rx
     };
+    let stdout = read_all(Box::new(child.stdout.take()?));
+    let stderr = read_all(Box::new(child.stderr.take()?));
+    let deadline = std::time::Instant::now() + VERSION_TIMEOUT;
+    let mut texts = Vec::new();
+    for rx in [stdout, stderr] {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(text) => texts.push(text),
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+        }
+    }
     let _ = child.wait();
-    text.lines()
-        .map(str::trim)
-        .find(|l| l.chars().any(|c| c.is_ascii_digit()))
-        .map(str::to_string)
+    texts.iter().find_map(|text| {
+        text.lines()
+            .map(str::trim)
+            .find(|l| l.chars().any(|c| c.is_ascii_digit()))
+            .map(str::to_string)
+    })
 }
 
 /// `xx agents`.
 pub fn print_agents(paths: &Paths, json: bool) -> Result<i32, Error> {
     let registry = Registry::load(&paths.user_agents_dir())?;
     if json {
-        let list: Vec<Value> = survey(&registry)
+        let list: Vec<Value> = survey(paths, &registry)
             .into_iter()
             .map(|(spec, origin, status)| {
                 json!({"letter": spec.letter.to_string(), "name": spec.name,
@@ -103,7 +158,7 @@ pub fn print_agents(paths: &Paths, json: bool) -> Result<i32, Error> {
         "{:<3} {:<12} {:<14} {:<28} SPEC",
         "", "AGENT", "STATE", "VERSION"
     );
-    for (spec, origin, status) in survey(&registry) {
+    for (spec, origin, status) in survey(paths, &registry) {
         let state = if status.path.is_some() {
             "installed"
         } else {
@@ -127,17 +182,6 @@ pub fn print_agents(paths: &Paths, json: bool) -> Result<i32, Error> {
 }
 
 /// Provider keys people commonly hold; doctor says which are set, never their values.
-const KNOWN_KEYS: &[&str] = &[
-    "OPENROUTER_API_KEY",
-    "ANTHROPIC_API_KEY",
-    "OPENAI_API_KEY",
-    "GEMINI_API_KEY",
-    "DEEPSEEK_API_KEY",
-    "MOONSHOT_API_KEY",
-    "DASHSCOPE_API_KEY",
-    "NVIDIA_API_KEY",
-    "GROQ_API_KEY",
-];
 
 /// `xx doctor`: exit 0 when the config is valid and at least one agent is installed. With
 /// `json`, the same report as one JSON object.
@@ -171,7 +215,7 @@ pub fn doctor(paths: &Paths, json: bool) -> Result<i32, Error> {
     let mut agents = Vec::new();
     match Registry::load(&paths.user_agents_dir()) {
         Ok(registry) => {
-            let survey = survey(&registry);
+            let survey = survey(paths, &registry);
             let installed = survey.iter().filter(|(_, _, s)| s.path.is_some()).count();
             for (spec, _, status) in &survey {
                 lines.push(match &status.path {
@@ -225,16 +269,23 @@ pub fn doctor(paths: &Paths, json: bool) -> Result<i32, Error> {
             "auto_start": config.gateway.auto_start});
     }
 
-    lines.push("keys (names only)".into());
-    let mut keys = serde_json::Map::new();
-    for name in KNOWN_KEYS {
-        let set = std::env::var(name).is_ok_and(|value| !value.is_empty());
-        lines.push(format!("  {name}: {}", if set { "set" } else { "not set" }));
-        keys.insert(name.to_string(), Value::Bool(set));
+    lines.push("providers".into());
+    let mut providers = Vec::new();
+    if let Some(config) = &config {
+        let (provider_lines, report, default_usable) = providers_report(paths, config);
+        lines.extend(provider_lines);
+        providers = report;
+        if !default_usable {
+            healthy = false;
+            lines.push(
+                "  the default profile reaches no usable provider: run `xx setup` (it tests each key before saving it)"
+                    .into(),
+            );
+        }
     }
     if json {
         let report = json!({"healthy": healthy, "config": config_report, "agents": agents,
-            "gateway": gateway, "keys": keys});
+            "gateway": gateway, "providers": providers});
         println!("{report:#}");
     } else {
         for line in lines {
@@ -242,6 +293,77 @@ pub fn doctor(paths: &Paths, json: bool) -> Result<i32, Error> {
         }
     }
     Ok(if healthy { 0 } else { 1 })
+}
+
+/// Each provider: where its key comes from, whether it has one (or, needing none, answers),
+/// and whether the default profile routes to it. Also whether any provider the default
+/// profile uses is usable.
+fn providers_report(
+    paths: &Paths,
+    config: &crate::config::Config,
+) -> (Vec<String>, Vec<Value>, bool) {
+    let used: Vec<String> = crate::gateway::route::Profiles::load(&paths.user_profiles_dir())
+        .ok()
+        .and_then(|profiles| {
+            let (_, profile) = profiles.get(Some("default")).ok()?;
+            Some(
+                profile
+                    .tiers
+                    .values()
+                    .flat_map(|t| std::iter::once(&t.model).chain(&t.cascade))
+                    .filter_map(|target| target.split_once('|').map(|(p, _)| p.to_string()))
+                    .collect(),
+            )
+        })
+        .unwrap_or_default();
+    let mut lines = Vec::new();
+    let mut report = Vec::new();
+    let mut default_usable = used.is_empty();
+    for (name, provider) in config.all_providers() {
+        let keys = provider.keys();
+        let mut sources = Vec::new();
+        if provider.api_key.is_some() || !provider.api_keys.is_empty() {
+            sources.push("the config".to_string());
+        }
+        if provider.secret.is_some() {
+            sources.push("the secrets file".to_string());
+        }
+        if let Some(var) = &provider.key_env {
+            let set = crate::keys::env_key(var).is_some();
+            sources.push(format!("{var} ({})", if set { "set" } else { "not set" }));
+        }
+        let (state, usable) = if !provider.declares_key() {
+            let answers = crate::setup::ready::answers(provider.base_url.as_str());
+            (
+                if answers {
+                    format!("needs no key; answers at {}", provider.base_url.as_str())
+                } else {
+                    format!(
+                        "needs no key; nothing answers at {}",
+                        provider.base_url.as_str()
+                    )
+                },
+                answers,
+            )
+        } else if keys.is_empty() {
+            (format!("no key: from {}", sources.join(" or ")), false)
+        } else {
+            (format!("key from {}", sources.join(" and ")), true)
+        };
+        let in_default = used.contains(&name);
+        default_usable |= in_default && usable;
+        lines.push(format!(
+            "  {name:<12} {state}{}",
+            if in_default {
+                "  [default profile]"
+            } else {
+                ""
+            }
+        ));
+        report.push(json!({"name": name, "usable": usable, "state": state,
+            "in_default_profile": in_default}));
+    }
+    (lines, report, default_usable)
 }
 
 fn gateway_health(url: &str) -> Result<(), String> {

@@ -412,22 +412,45 @@ fn agents_lists_every_letter_with_its_spec_state() {
 }
 
 #[test]
-fn doctor_reports_keys_by_name_only() {
-    let clutch = Clutch::new().config("[gateway]\nurl = \"http://127.0.0.1:9\"\n");
+fn doctor_says_where_each_providers_key_comes_from_and_which_ones_matter() {
+    let clutch = Clutch::new().config(
+        "[gateway]\nurl = \"http://127.0.0.1:9\"\n[providers.corp]\nbase_url = \"https://corp.example/v1\"\nformat = \"chat\"\nkey_env = \"CORP_API_KEY\"\n",
+    );
     let output = clutch
         .xx(&["doctor"])
         .env("OPENROUTER_API_KEY", "sk-or-secret-value")
         .timeout(std::time::Duration::from_secs(60))
         .output();
     assert!(
-        output.stdout.contains("OPENROUTER_API_KEY: set"),
+        output
+            .stdout
+            .contains("openrouter   key from OPENROUTER_API_KEY (set)  [default profile]"),
         "{output}"
     );
     assert!(
-        output.stdout.contains("OPENAI_API_KEY: not set"),
+        output
+            .stdout
+            .contains("corp         no key: from CORP_API_KEY (not set)\n"),
         "{output}"
     );
     assert!(!output.stdout.contains("sk-or-secret-value"));
+    assert!(
+        !output.stdout.contains("reaches no usable provider"),
+        "{output}"
+    );
+
+    // With no key at all the default profile is stuck, and doctor says what to do.
+    let stuck = clutch
+        .xx(&["doctor"])
+        .timeout(std::time::Duration::from_secs(60))
+        .output();
+    assert_eq!(stuck.code, Some(1), "{stuck}");
+    assert!(
+        stuck
+            .stdout
+            .contains("the default profile reaches no usable provider: run `xx setup`"),
+        "{stuck}"
+    );
     assert!(
         output.stdout.contains("http://127.0.0.1:9/health: down"),
         "{output}"
@@ -460,7 +483,21 @@ fn listing_commands_speak_json_when_asked() {
             "agents" => assert_eq!(value.as_array().unwrap().len(), 9, "{value}"),
             "doctor" => {
                 assert_eq!(value["config"]["state"], "valid", "{value}");
-                assert_eq!(value["keys"]["OPENROUTER_API_KEY"], false, "{value}");
+                let openrouter = value["providers"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|p| p["name"] == "openrouter")
+                    .unwrap_or_else(|| panic!("{value}"));
+                assert_eq!(openrouter["usable"], false, "{value}");
+                assert_eq!(openrouter["in_default_profile"], true, "{value}");
+                assert!(
+                    openrouter["state"]
+                        .as_str()
+                        .unwrap()
+                        .contains("OPENROUTER_API_KEY (not set)"),
+                    "{value}"
+                );
                 assert!(value["gateway"]["up"].is_boolean(), "{value}");
             }
             _ => assert_eq!(value, serde_json::json!([])),
@@ -542,4 +579,64 @@ fn every_agent_spec_cites_docs_agents_md_which_names_its_verified_version() {
         };
         assert!(docs.contains(&row), "docs/agents.md has no row `{row}`");
     }
+}
+
+#[test]
+fn agent_versions_come_from_stderr_too_and_are_asked_again_only_when_the_binary_changes() {
+    let clutch = Clutch::new();
+    let bin = clutch.workdir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let calls = clutch.workdir.path().join("version-calls");
+    // Pi prints its version on stderr.
+    let script = |version: &str| {
+        format!(
+            "#!/bin/sh\necho called >> '{}'\necho {version} >&2\n",
+            calls.display()
+        )
+    };
+    let program = bin.join("standin-pi");
+    let install = |version: &str| {
+        let temp = bin.join("new");
+        std::fs::write(&temp, script(version)).unwrap();
+        std::fs::set_permissions(&temp, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        std::fs::rename(&temp, &program).unwrap();
+    };
+    install("0.73.1");
+    let agents = clutch.clutch_home.path().join("config/agents");
+    std::fs::create_dir_all(&agents).unwrap();
+    let spec =
+        include_str!("../agents/pi.toml").replace("binary = \"pi\"", "binary = \"standin-pi\"");
+    std::fs::write(agents.join("pi.toml"), spec).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let pi_line = |output: &support::Output| {
+        output
+            .stdout
+            .lines()
+            .find(|l| l.starts_with("p "))
+            .unwrap_or_default()
+            .to_string()
+    };
+    let count = || {
+        std::fs::read_to_string(&calls)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+
+    let first = clutch.xx(&["agents"]).env("PATH", &path).output();
+    assert!(pi_line(&first).contains("0.73.1"), "{first}");
+    assert_eq!(count(), 1);
+    let second = clutch.xx(&["agents"]).env("PATH", &path).output();
+    assert!(pi_line(&second).contains("0.73.1"), "{second}");
+    assert_eq!(count(), 1, "an unchanged binary is not asked again");
+
+    install("0.74.0-updated");
+    let third = clutch.xx(&["agents"]).env("PATH", &path).output();
+    assert!(pi_line(&third).contains("0.74.0-updated"), "{third}");
+    assert_eq!(count(), 2);
 }

@@ -156,7 +156,7 @@ fn usable(paths: &Paths, profile: &str, reported: &[(Value, Reported)]) -> Resul
 
 /// Whether a TCP connection to the URL's host and port opens within a moment. Only used for
 /// providers without a key, which are local servers in practice.
-fn answers(base_url: &str) -> bool {
+pub fn answers(base_url: &str) -> bool {
     let Ok(uri) = base_url.parse::<axum::http::Uri>() else {
         return true;
     };
