@@ -181,9 +181,8 @@ pub fn print_agents(paths: &Paths, json: bool) -> Result<i32, Error> {
     Ok(0)
 }
 
-/// Provider keys people commonly hold; doctor says which are set, never their values.
-
-/// `xx doctor`: exit 0 when the config is valid and at least one agent is installed. With
+/// `xx doctor`: exit 0 when the config is valid, an agent is installed and the default profile
+/// reaches a usable provider. With
 /// `json`, the same report as one JSON object.
 pub fn doctor(paths: &Paths, json: bool) -> Result<i32, Error> {
     let mut healthy = true;
