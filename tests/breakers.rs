@@ -70,6 +70,12 @@ fn a_fixed_key_resets_the_breakers_the_wrong_one_opened() {
             body.contains("its key comes from providers.p.api_key(s) in the clutch config"),
             "{body}"
         );
+        assert!(
+            body.contains(
+                "\"The provider refused the key: fix the key named below or run `xx setup`"
+            ),
+            "the one thing to do comes first: {body}"
+        );
     }
     assert_eq!(breakers(&agent, &gateway.url)[0]["state"], "open");
     configure(home.path(), &config("right-key"), &[]);
@@ -171,6 +177,10 @@ fn a_provider_with_no_key_is_skipped_with_the_reason() {
     assert_eq!(status, 502, "{body}");
     assert!(
         body.contains("provider `keyless` has no key: CLUTCH_TEST_NEVER_SET_KEY is not set"),
+        "{body}"
+    );
+    assert!(
+        body.contains("\"No candidate has a key: run `xx setup`"),
         "{body}"
     );
     assert_eq!(fake.model_calls().len(), 1);

@@ -135,6 +135,19 @@ fn invalid_option_combinations_say_what_fits() {
         &["cipm"],
         &["tier `m`", "no model-scan snapshot", "[selectors]"],
     );
+    // The shipped aliases `ccc` (xx ccf) and `hsr` (xx hcf) until model-scan has run.
+    for alias_code in ["ccf", "hcf"] {
+        refused(
+            &clutch,
+            &[alias_code],
+            &[
+                "tier `f`",
+                "no model-scan snapshot",
+                "free = \"<model>\"",
+                "-m <model>",
+            ],
+        );
+    }
     refused(&clutch, &["cip3"], &["tier `3`", "[slots.3]"]);
     refused(&clutch, &["cip", "--bogus"], &["--bogus"]);
 }

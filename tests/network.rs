@@ -85,7 +85,11 @@ fn the_gateway_reaches_a_tls_provider_through_the_proxy_trusting_ssl_cert_file()
     );
     let (status, body) = chat(&gateway);
     assert_eq!(status, 502, "{body}");
-    assert!(body.to_string().contains("certificate"), "{body}");
+    assert!(
+        body.to_string()
+            .contains("The provider's TLS certificate is not trusted here: set SSL_CERT_FILE"),
+        "{body}"
+    );
     assert_eq!(fake.model_calls().len(), 1, "only the trusted call arrived");
 }
 

@@ -748,11 +748,45 @@ async fn cascade(
     }
     let count = plan.candidates.len();
     error.message = format!(
-        "all {count} candidate{} failed: {}",
+        "{}all {count} candidate{} failed: {}",
+        what_to_do(&attempts).map_or(String::new(), |lead| format!("{lead} — ")),
         if count == 1 { "" } else { "s" },
         attempts.join("; ")
     );
     (error_response(protocol, &error), None)
+}
+
+/// When every attempt failed for the same fixable reason, the one thing to do about it, put
+/// before the list of attempts.
+fn what_to_do(attempts: &[String]) -> Option<&'static str> {
+    let all = |needles: &[&str]| {
+        !attempts.is_empty()
+            && attempts
+                .iter()
+                .all(|a| needles.iter().any(|needle| a.contains(needle)))
+    };
+    let any = |needle: &str| attempts.iter().any(|a| a.contains(needle));
+    if all(&["has no key"]) {
+        Some("No candidate has a key: run `xx setup`, or export the variable named below")
+    } else if all(&["rejected the gateway's credentials", "has no key"]) {
+        Some(
+            "The provider refused the key: fix the key named below or run `xx setup` (its breakers reset when the key changes)",
+        )
+    } else if any("invalid peer certificate") {
+        Some(
+            "The provider's TLS certificate is not trusted here: set SSL_CERT_FILE to your network's CA bundle, then `proxies restart gateway`",
+        )
+    } else if all(&["cannot reach provider"]) {
+        Some(
+            "No provider could be reached: check the network, and HTTPS_PROXY if you are behind a proxy",
+        )
+    } else if all(&["circuit breaker is open"]) {
+        Some(
+            "Every candidate's circuit breaker is open: `proxies breakers reset` once the provider is back",
+        )
+    } else {
+        None
+    }
 }
 
 /// A rate-limited request waits at least this long before it tries again, so a provider that
