@@ -548,6 +548,26 @@ fn the_readme_sample_config_is_valid_with_no_keys_set() {
         .output();
     let report: serde_json::Value = serde_json::from_str(&doctor.stdout).unwrap();
     assert_eq!(report["config"]["state"], "valid", "{report}");
+    // The README's one-provider profile works with its sample config.
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let after = &readme[readme.find("To send every role to one provider").unwrap()..];
+    let start = after.find("```toml\n").unwrap() + "```toml\n".len();
+    let profile = &after[start..start + after[start..].find("```").unwrap()];
+    let profiles = clutch.clutch_home.path().join("config/profiles");
+    std::fs::create_dir_all(&profiles).unwrap();
+    std::fs::write(profiles.join("default.toml"), profile).unwrap();
+    let check = std::process::Command::new(env!("CARGO_BIN_EXE_proxies"))
+        .args(["config", "check"])
+        .env("CLUTCH_HOME", clutch.clutch_home.path())
+        .output()
+        .unwrap();
+    assert_eq!(
+        check.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
     // A slot naming a profile that does not exist is refused at load, not on first use.
     let wrong = readme_sample_config().replace("profile = \"default\"", "profile = \"work\"");
     let clutch = Clutch::new().config(&wrong);

@@ -378,6 +378,11 @@ fn config_check_show_watch_and_the_systemd_unit() {
     assert_eq!(check.code, Some(0), "{check}");
     let show = lab.proxies(&["config", "show"]);
     assert!(show.stdout.contains("gateway: port"), "{show}");
+    assert!(
+        show.stdout.contains("  default, from profiles/default.toml (built in)\n")
+            && show.stdout.contains("    middle: openrouter|"),
+        "config show lists profiles: {show}"
+    );
     assert!(lab.proxies(&["up"]).code == Some(0));
     let watch = lab.proxies(&["watch", "--once"]);
     assert!(

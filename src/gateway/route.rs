@@ -190,6 +190,11 @@ impl Profiles {
         self.profiles.iter()
     }
 
+    /// Where profile `name` was read from: its file, or `built in`.
+    pub fn origin(&self, name: &str) -> &str {
+        self.sources.get(name).map_or("built in", |(origin, _)| origin.as_str())
+    }
+
     /// The profile for a `/p/<name>` path; `None` for the plain paths means `default`.
     pub fn get(&self, name: Option<&str>) -> Result<(&str, &Profile), ApiError> {
         let wanted = name.unwrap_or("default");

@@ -540,6 +540,16 @@ pub fn config_show(paths: &Paths) -> Result<i32, Error> {
             }
         );
     }
+    println!("profiles (tier: model → its cascade; an agent without a profile of its own uses `default`):");
+    let profiles = crate::gateway::route::Profiles::load(&paths.user_profiles_dir())?;
+    for (name, profile) in profiles.iter() {
+        println!("  {name}, from {}", profiles.origin(name));
+        for (tier, spec) in &profile.tiers {
+            let mut targets = vec![spec.model.as_str()];
+            targets.extend(spec.cascade.iter().map(String::as_str));
+            println!("    {tier}: {}", targets.join(" → "));
+        }
+    }
     let exe = std::env::current_exe().map_err(|e| Error::io("cannot find this program", e))?;
     println!("services (start order):");
     for service in super::services(&config, &exe)? {
