@@ -673,3 +673,38 @@ fn agent_versions_come_from_stderr_too_and_are_asked_again_only_when_the_binary_
     assert!(pi_line(&third).contains("0.74.0-updated"), "{third}");
     assert_eq!(count(), 2);
 }
+
+#[test]
+fn no_color_turns_off_color_on_a_terminal() {
+    if !support::tmux::tmux_available() {
+        return;
+    }
+    let clutch = Clutch::new();
+    let env = format!(
+        "PATH={} HOME={} CLUTCH_HOME={} TERM=xterm-256color",
+        std::env::var("PATH").unwrap_or_default(),
+        clutch.user_home.path().display(),
+        clutch.clutch_home.path().display()
+    );
+    let tmux = support::tmux::Tmux::start("nocolor", env, 120, 60);
+    for (binary, name) in [
+        (env!("CARGO_BIN_EXE_xx"), "xx"),
+        (env!("CARGO_BIN_EXE_proxies"), "proxies"),
+    ] {
+        for no_color in [false, true] {
+            let window = format!("{name}-{no_color}");
+            let prefix = if no_color { "NO_COLOR=1 " } else { "" };
+            tmux.window(
+                &window,
+                &format!("sh -c '{prefix}{binary} --help; echo HELP-DONE; sleep 30'"),
+            );
+            tmux.wait_for(&window, "HELP-DONE");
+            let screen = tmux.run(&["capture-pane", "-e", "-p", "-t", &format!(":{window}")]);
+            let colored = screen.contains("\x1b[");
+            assert_eq!(
+                colored, !no_color,
+                "{name} --help with NO_COLOR={no_color}: {screen:?}"
+            );
+        }
+    }
+}

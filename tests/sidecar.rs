@@ -379,7 +379,8 @@ fn config_check_show_watch_and_the_systemd_unit() {
     let show = lab.proxies(&["config", "show"]);
     assert!(show.stdout.contains("gateway: port"), "{show}");
     assert!(
-        show.stdout.contains("  default, from profiles/default.toml (built in)\n")
+        show.stdout
+            .contains("  default, from profiles/default.toml (built in)\n")
             && show.stdout.contains("    middle: openrouter|"),
         "config show lists profiles: {show}"
     );

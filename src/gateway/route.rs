@@ -192,7 +192,9 @@ impl Profiles {
 
     /// Where profile `name` was read from: its file, or `built in`.
     pub fn origin(&self, name: &str) -> &str {
-        self.sources.get(name).map_or("built in", |(origin, _)| origin.as_str())
+        self.sources
+            .get(name)
+            .map_or("built in", |(origin, _)| origin.as_str())
     }
 
     /// The profile for a `/p/<name>` path; `None` for the plain paths means `default`.

@@ -540,7 +540,9 @@ pub fn config_show(paths: &Paths) -> Result<i32, Error> {
             }
         );
     }
-    println!("profiles (tier: model → its cascade; an agent without a profile of its own uses `default`):");
+    println!(
+        "profiles (tier: model → its cascade; an agent without a profile of its own uses `default`):"
+    );
     let profiles = crate::gateway::route::Profiles::load(&paths.user_profiles_dir())?;
     for (name, profile) in profiles.iter() {
         println!("  {name}, from {}", profiles.origin(name));
