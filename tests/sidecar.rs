@@ -221,6 +221,17 @@ fn a_foreign_process_on_the_port_is_named_and_left_alone() {
     std::net::TcpStream::connect(("127.0.0.1", lab.port))
         .expect("the foreign listener still accepts");
     drop(foreign);
+
+    // The port is free again: restarting the failed gateway brings it up, not `starting`
+    // for good.
+    assert!(
+        lab.status()["supervisor"]["pid"].is_u64(),
+        "the supervisor stays up"
+    );
+    let restart = lab.proxies(&["restart", "gateway"]);
+    assert_eq!(restart.code, Some(0), "{restart}");
+    assert_eq!(lab.service("gateway")["state"], "running", "{restart}");
+    assert!(lab.healthy());
 }
 
 #[test]
