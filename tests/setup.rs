@@ -138,7 +138,7 @@ fn interactive_setup_on_a_terminal_tests_a_pasted_key_and_keeps_it_private() {
     good.require_key("pasted-good-key");
     let first = FirstRun::new();
     let env = format!(
-        "PATH={} HOME={} CLUTCH_HOME={} TERM=xterm",
+        "PATH={} HOME={} CLUTCH_HOME={} TERM=xterm WRONG_KEY_VAR=a-wrong-key",
         std::env::var("PATH").unwrap_or_default(),
         first.clutch.user_home.path().display(),
         first.clutch.clutch_home.path().display(),
@@ -164,7 +164,8 @@ fn interactive_setup_on_a_terminal_tests_a_pasted_key_and_keeps_it_private() {
         "Enter",
     ]);
     tmux.wait_for("setup", "Its key");
-    tmux.run(&["send-keys", "-t", ":setup", "a-wrong-key", "Enter"]);
+    // First a variable holding a wrong key, then a pasted right one.
+    tmux.run(&["send-keys", "-t", ":setup", "$WRONG_KEY_VAR", "Enter"]);
     tmux.wait_for("setup", "Paste another key for good");
     tmux.run(&["send-keys", "-t", ":setup", "pasted-good-key", "Enter"]);
     let done = tmux.wait_for("setup", "Now run:");

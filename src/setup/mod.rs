@@ -223,9 +223,7 @@ fn from_flag(spec: &str, store_keys: bool) -> Result<Candidate, Error> {
 fn test(candidate: &Candidate) -> Result<[String; 3], String> {
     let key = match &candidate.key {
         KeySource::None => None,
-        KeySource::Env(var) => catalog::key_from_env(&candidate.name)
-            .filter(|(v, _)| v == var)
-            .map(|(_, value)| value),
+        KeySource::Env(var) => std::env::var(var).ok().map(|v| v.trim().to_string()),
         KeySource::Stored(key) => Some(key.clone()),
     };
     match probe::list_models(&candidate.base_url, candidate.format, key.as_deref()) {
@@ -324,6 +322,7 @@ fn interactive_run(args: &SetupArgs) -> Result<Vec<Chosen>, Error> {
                 known.label,
                 catalog::key_from_env(known.name),
                 args.store_keys,
+                false,
             )?;
             Candidate {
                 name: known.name.into(),
@@ -356,10 +355,7 @@ fn interactive_run(args: &SetupArgs) -> Result<Vec<Chosen>, Error> {
             };
             let base_url = ask.line("  Its base URL (the API root, e.g. http://host:8000/v1): ")?;
             let base_url = base_url.trim().to_string();
-            let key = match ask.secret("  Its key (paste; input hidden; Enter for none): ")? {
-                key if key.is_empty() => KeySource::None,
-                key => KeySource::Stored(key),
-            };
+            let key = ask_key(&mut ask, "Its", None, args.store_keys, true)?;
             Candidate {
                 label: name.clone(),
                 name,
@@ -401,26 +397,51 @@ fn test_until_accepted(ask: &mut Ask, mut candidate: Candidate) -> Result<Option
     }
 }
 
+/// A key for `label`: pasted (kept in the secrets file), `$NAME` of a variable set in this
+/// shell (referenced as `key_env`), or Enter for the variable it is already in (or, when
+/// `allow_none`, for no key).
 fn ask_key(
     ask: &mut Ask,
     label: &str,
     from_env: Option<(String, String)>,
     store: bool,
+    allow_none: bool,
 ) -> Result<KeySource, Error> {
-    match from_env {
-        Some((var, value)) => {
-            let pasted = ask.secret(&format!(
-                "  {label} key: Enter uses ${var}, or paste another (input hidden): "
-            ))?;
-            Ok(if pasted.is_empty() {
-                env_key(var, value, store)
-            } else {
-                KeySource::Stored(pasted)
-            })
+    loop {
+        let prompt = match (&from_env, allow_none) {
+            (Some((var, _)), _) => format!(
+                "  {label} key: Enter uses ${var}, or paste another or give $NAME of a variable (input hidden): "
+            ),
+            (None, true) => format!(
+                "  {label} key: paste it or give $NAME of a variable (input hidden; Enter for none): "
+            ),
+            (None, false) => {
+                format!("  {label} key: paste it or give $NAME of a variable (input hidden): ")
+            }
+        };
+        let answer = ask.secret(&prompt)?;
+        if answer.is_empty() {
+            match &from_env {
+                Some((var, value)) => return Ok(env_key(var.clone(), value.clone(), store)),
+                None if allow_none => return Ok(KeySource::None),
+                None => {
+                    println!("  {label} needs a key");
+                    continue;
+                }
+            }
         }
-        None => Ok(KeySource::Stored(
-            ask.secret(&format!("  {label} key (paste; input hidden): "))?,
-        )),
+        let Some(var) = answer.strip_prefix('$') else {
+            return Ok(KeySource::Stored(answer));
+        };
+        let var = var.trim_start_matches('{').trim_end_matches('}');
+        if !crate::keys::is_var_name(var) {
+            println!("  `{var}` is not a variable name (letters, digits, `_`)");
+            continue;
+        }
+        match std::env::var(var).ok().filter(|v| !v.trim().is_empty()) {
+            Some(value) => return Ok(env_key(var.to_string(), value.trim().to_string(), store)),
+            None => println!("  {var} is not set in this shell; export it first, or paste the key"),
+        }
     }
 }
 
