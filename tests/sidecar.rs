@@ -298,6 +298,8 @@ fn ten_concurrent_launches_start_exactly_one_gateway() {
                 .xx(&["cIp", "-p", "hello"])
                 .env("PATH", &path)
                 .env("IS_SANDBOX", "1")
+                // A key, so the default profile has a provider to reach.
+                .env("OPENROUTER_API_KEY", "sk-or-test")
                 .timeout(Duration::from_secs(30));
             std::thread::spawn(move || run.output())
         })
