@@ -81,6 +81,21 @@ pub fn run_xx(args: XxArgs) -> Result<i32, Error> {
         Some(XxCommand::Kill { name }) => crate::session::client::kill(&paths, &name),
         Some(XxCommand::Peek { name }) => crate::session::client::peek(&paths, &name),
         Some(XxCommand::Setup(setup)) => crate::setup::run(&paths, &setup),
+        Some(XxCommand::Usage {
+            group,
+            since,
+            until,
+            json,
+        }) => crate::gateway::usage::report::run(
+            &paths,
+            &crate::gateway::usage::report::Ask {
+                group: crate::gateway::usage::query::Group::parse(&group)
+                    .expect("clap accepts only the listed groups"),
+                since,
+                until,
+                json,
+            },
+        ),
         Some(XxCommand::Gateway { listen }) => {
             crate::gateway::run_foreground(&paths, listen.as_deref())
         }

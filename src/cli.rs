@@ -129,6 +129,21 @@ pub enum XxCommand {
     Peek { name: String },
     /// Relaunch the sessions a crash took down, each in its agent's continue form, detached.
     Restore,
+    /// What your agents used and cost, and what routing saved: per day (default), month,
+    /// agent session, model or agent, from the gateway's usage ledger.
+    Usage {
+        /// How to group: daily, monthly, session, model or agent.
+        #[arg(value_parser = ["daily", "monthly", "session", "model", "agent"], default_value = "daily")]
+        group: String,
+        /// From this local date on (YYYY-MM-DD or YYYYMMDD).
+        #[arg(long, value_name = "DATE")]
+        since: Option<String>,
+        /// Up to and including this local date.
+        #[arg(long, value_name = "DATE")]
+        until: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Choose providers, test each key against the provider and write the config: questions
     /// on a terminal, or from flags in a script.
     Setup(SetupArgs),

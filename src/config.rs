@@ -169,6 +169,9 @@ pub struct Config {
     /// Rate limits and budgets the gateway enforces.
     #[serde(default)]
     pub quotas: Quotas,
+    /// The usage ledger.
+    #[serde(default)]
+    pub usage: UsageConfig,
     /// Keys from the secrets file beside the config (`xx setup` writes it), by provider.
     #[serde(skip)]
     pub secrets: BTreeMap<String, EnvString>,
@@ -311,12 +314,49 @@ pub struct ModelInfo {
     /// Tokens of context the model accepts.
     #[serde(default)]
     pub context_window: Option<u64>,
-    /// US dollars per million prompt tokens.
+    /// US dollars per million prompt tokens; unset: the embedded price table's, if it has
+    /// one. Set 0 for a model that is free.
     #[serde(default)]
-    pub input_price: f64,
-    /// US dollars per million answer tokens.
+    pub input_price: Option<f64>,
+    /// US dollars per million answer tokens (the input price when unset).
     #[serde(default)]
-    pub output_price: f64,
+    pub output_price: Option<f64>,
+    /// US dollars per million prompt tokens read from the provider's cache.
+    #[serde(default)]
+    pub cache_read_price: Option<f64>,
+    /// US dollars per million prompt tokens written to the provider's cache.
+    #[serde(default)]
+    pub cache_write_price: Option<f64>,
+}
+
+/// The usage ledger (`[usage]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsageConfig {
+    /// Record every request in the ledger (`xx usage`, the dashboard, budgets across
+    /// restarts).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Days a request stays in the ledger; 0 keeps them all.
+    #[serde(default = "default_retention_days")]
+    pub retention_days: u64,
+    /// The model savings are measured against; unset: the model each request asked for.
+    #[serde(default)]
+    pub premium_model: Option<String>,
+}
+
+impl Default for UsageConfig {
+    fn default() -> Self {
+        UsageConfig {
+            enabled: true,
+            retention_days: default_retention_days(),
+            premium_model: None,
+        }
+    }
+}
+
+fn default_retention_days() -> u64 {
+    365
 }
 
 /// Where the gateway is and how agents authenticate to it.

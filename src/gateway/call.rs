@@ -141,6 +141,8 @@ pub struct Call {
     pub timeouts: Timeouts,
     /// The index in the provider's keys of the key for this attempt (None: it has none).
     pub key: Option<usize>,
+    /// The request's ledger record, which a streamed answer keeps until it ends.
+    pub trace: Option<super::usage::record::Trace>,
 }
 
 /// Headers a same-protocol client sends that the provider must see too.
@@ -402,6 +404,7 @@ impl Call {
             encoder: None,
             usage,
             done: false,
+            emitted_chars: 0,
         }
         .into_response())
     }
@@ -506,12 +509,16 @@ impl Call {
             encoder: Some(encoder),
             usage,
             done: false,
+            emitted_chars: 0,
         }
         .into_response())
     }
 
-    /// Count a completed answer against today's budgets.
+    /// Count a completed answer against today's budgets and in the request's record.
     fn record_usage(&self, usage: &ir::Usage) {
+        if let Some(trace) = &self.trace {
+            trace.usage(usage, false);
+        }
         let routing = self.gateway.routing.load();
         self.gateway.ledger.record(
             &self.provider.name,
@@ -690,6 +697,8 @@ struct Relay {
     encoder: Option<Box<dyn proto::StreamEncoder>>,
     usage: ir::Usage,
     done: bool,
+    /// Characters of answer text sent, for an estimate when the upstream never says.
+    emitted_chars: u64,
 }
 
 impl Relay {
@@ -734,6 +743,9 @@ impl Relay {
         match self.decoder.event(event) {
             Ok(events) => {
                 track_usage(&mut self.usage, &events);
+                if self.call.trace.is_some() {
+                    self.emitted_chars += answer_chars(&events);
+                }
                 match &mut self.encoder {
                     Some(encoder) => {
                         for event in &events {
@@ -756,6 +768,9 @@ impl Relay {
 
     fn end(&mut self, out: &mut Vec<u8>) {
         self.call.record_usage(&self.usage);
+        if let Some(trace) = &self.call.trace {
+            trace.ended("ok");
+        }
         let owed = self.decoder.finish();
         if let Some(encoder) = &mut self.encoder {
             for event in &owed {
@@ -770,12 +785,53 @@ impl Relay {
     }
 
     fn fail(&mut self, error: &ApiError, out: &mut Vec<u8>) {
+        self.note_partial("upstream_cut");
         match &mut self.encoder {
             Some(encoder) => encoder.error(error, out),
             None => proto::stream_error(self.call.protocol, error, out),
         }
         self.done = true;
     }
+}
+
+impl Relay {
+    /// What a stream that did not end well used: the upstream's counts so far (its final
+    /// ones never came, so the row is marked estimated), with the answer at least as long as
+    /// what was sent of it (four characters a token).
+    fn note_partial(&self, outcome: &str) {
+        let Some(trace) = &self.call.trace else {
+            return;
+        };
+        let mut usage = self.usage;
+        usage.output_tokens = usage.output_tokens.max(self.emitted_chars.div_ceil(4));
+        if usage.input_tokens > 0 || usage.output_tokens > 0 {
+            trace.usage(&usage, true);
+        }
+        trace.ended(outcome);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        // The client hung up before the answer ended.
+        if !self.done {
+            self.note_partial("client_closed");
+        }
+    }
+}
+
+/// Characters of text, thinking and tool arguments in `events`.
+fn answer_chars(events: &[StreamEvent]) -> u64 {
+    events
+        .iter()
+        .map(|event| match event {
+            StreamEvent::TextDelta { text } | StreamEvent::ThinkingDelta { text } => {
+                text.chars().count() as u64
+            }
+            StreamEvent::ToolCallDelta { arguments, .. } => arguments.chars().count() as u64,
+            _ => 0,
+        })
+        .sum()
 }
 
 /// How long a released upstream body may stay open after its closing event (at most the

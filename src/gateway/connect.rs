@@ -190,9 +190,9 @@ pub fn tls_config() -> rustls::ClientConfig {
 }
 
 /// Standard web PKI verification against the system store plus the built-in roots. Reading
-/// the system store takes tens of milliseconds, so it is read on a thread of its own at
-/// start rather than before the gateway can answer; the first handshake waits for it if it
-/// comes sooner.
+/// the system store takes tens of milliseconds of CPU, so it is read at the first TLS
+/// handshake rather than at start: a gateway serving only local providers never pays it,
+/// and start-up is not slowed.
 #[derive(Debug)]
 struct SystemRoots {
     provider: Arc<rustls::crypto::CryptoProvider>,
@@ -201,15 +201,10 @@ struct SystemRoots {
 
 impl SystemRoots {
     fn new(provider: Arc<rustls::crypto::CryptoProvider>) -> SystemRoots {
-        let roots = SystemRoots {
+        SystemRoots {
             provider,
             verifier: Arc::new(OnceLock::new()),
-        };
-        let (cell, provider) = (roots.verifier.clone(), roots.provider.clone());
-        std::thread::spawn(move || {
-            cell.get_or_init(|| build_verifier(&provider));
-        });
-        roots
+        }
     }
 
     fn get(&self) -> &WebPkiServerVerifier {

@@ -16,6 +16,7 @@ pub mod secrets;
 pub mod server;
 pub mod sse;
 pub mod upstream;
+pub mod usage;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -46,6 +47,8 @@ pub struct Gateway {
     pub keys: KeyPool,
     /// Today's usage, for the daily budgets.
     pub ledger: quota::Ledger,
+    /// Every request's record (None: `usage.enabled = false`).
+    pub usage: Option<usage::Ledger>,
     /// Limits on calls and request body bytes held at once.
     pub admission: admission::Admission,
     /// What admin endpoints want even on loopback (see [`admin::token`]).
@@ -73,6 +76,8 @@ pub struct Routing {
     pub max_answer: usize,
     /// The names this gateway answers to besides loopback ones.
     pub own_hosts: admin::boundary::OwnHosts,
+    /// The model savings are measured against (None: the model each request asked for).
+    pub premium_model: Option<String>,
 }
 
 impl Routing {
@@ -140,6 +145,7 @@ impl Routing {
                 config.gateway.header_read_timeout_secs,
             ),
             max_answer: config.gateway.max_answer_bytes,
+            premium_model: config.usage.premium_model.clone(),
         })
     }
 }
@@ -219,6 +225,18 @@ impl Gateway {
                 field: "admin token".into(),
                 message,
             })?;
+        let usage = config
+            .usage
+            .enabled
+            .then(|| usage::Ledger::open(usage::ledger_file(paths), config.usage.retention_days));
+        // Today's budgets go on from what the ledger already holds for today (UTC).
+        let spent = quota::Ledger::default();
+        if let Some(usage) = &usage {
+            let day_start = usage::now_ms() / 86_400_000 * 86_400_000;
+            for (provider, tokens, cost) in usage.spend_since(day_start) {
+                spent.add(&provider, tokens, cost);
+            }
+        }
         Ok(Gateway {
             routing: arc_swap::ArcSwap::from_pointee(Routing::from_config(config, paths)?),
             client: upstream::client(&config.gateway),
@@ -229,7 +247,8 @@ impl Gateway {
                 Some(paths.state_dir.join("breakers.json")),
             ),
             keys: KeyPool::default(),
-            ledger: quota::Ledger::default(),
+            ledger: spent,
+            usage,
             admission: admission::Admission::new(
                 config.gateway.max_in_flight,
                 config.gateway.max_held_body_bytes,

@@ -12,7 +12,8 @@ use serde_json::{Value, json};
 use super::ir::{ApiError, ErrorKind, Usage};
 use crate::config::{ProviderConfig, Quotas};
 
-/// The limits in force (rebuilt on reload) and today's usage (kept across reloads).
+/// The limits in force (rebuilt on reload) and today's usage (kept across reloads, and read
+/// back from the usage ledger when the gateway starts).
 pub struct Limits {
     quotas: Quotas,
     limiters: BTreeMap<String, DefaultDirectRateLimiter>,
@@ -44,14 +45,26 @@ impl Ledger {
         usage: &Usage,
         providers: &BTreeMap<String, ProviderConfig>,
     ) {
-        let info = providers.get(provider).and_then(|p| p.models.get(model));
-        let cost = info.map_or(0.0, |m| {
-            (usage.input_tokens as f64 * m.input_price
-                + usage.output_tokens as f64 * m.output_price)
-                / 1_000_000.0
-        });
+        // An unknown price adds nothing here; the ledger shows it as unknown.
+        let cost = providers
+            .get(provider)
+            .and_then(|config| {
+                super::usage::prices::rates(
+                    provider,
+                    config,
+                    model,
+                    usage.input_tokens,
+                    super::breaker::now_ms(),
+                )
+            })
+            .map_or(0.0, |rates| rates.cost(usage));
         // Counts come from the upstream: a nonsense value must not overflow the day's totals.
         let tokens = usage.input_tokens.saturating_add(usage.output_tokens);
+        self.add(provider, tokens, cost);
+    }
+
+    /// Spend already recorded today (read back from the usage ledger at start).
+    pub fn add(&self, provider: &str, tokens: u64, cost: f64) {
         if let Ok(mut day) = self.day.lock() {
             if day.0 != today() {
                 *day = (today(), Totals::default(), BTreeMap::new());

@@ -26,6 +26,7 @@ use super::ir::{self, ApiError, ErrorKind};
 use super::proto::{self, Protocol};
 use super::ratelimit;
 use super::route;
+use super::usage::{self, record::Attempt, record::Trace};
 
 /// `/p/<profile>/rest` -> (Some(profile), "/rest").
 fn split_profile(path: &str) -> (Option<&str>, &str) {
@@ -109,6 +110,12 @@ pub async fn handle(
     }
     if admin::is_admin(rest) {
         let body = admin_body(&gateway, body).await;
+        if admin::presents_token(&gateway, &headers)
+            && let Some(response) =
+                admin::usage_api::handle(&gateway, &method, rest, uri.query()).await
+        {
+            return response;
+        }
         return admin::handle(&gateway, &method, rest, &headers, &body)
             .unwrap_or_else(|| not_found(Protocol::Chat, &method, rest));
     }
@@ -360,6 +367,128 @@ async fn model_call(
     headers: &HeaderMap,
     body: Body,
 ) -> Response {
+    let Some(ledger) = &gateway.usage else {
+        return traced_call(
+            gateway, protocol, profile, gemini, query, headers, body, None,
+        )
+        .await;
+    };
+    let trace = start_trace(gateway, ledger, protocol, profile.as_deref(), headers);
+    let mut response = traced_call(
+        gateway,
+        protocol,
+        profile,
+        gemini,
+        query,
+        headers,
+        body,
+        Some(&trace),
+    )
+    .await;
+    let status = response.status().as_u16();
+    trace.answered(
+        status,
+        (status >= 400).then(|| usage_error_kind(ErrorKind::from_status(status))),
+    );
+    if let Ok(id) = axum::http::HeaderValue::from_str(&trace.id()) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, id);
+    }
+    response
+}
+
+/// The header that carries a request's ledger id back to the client.
+pub const REQUEST_ID_HEADER: &str = "x-clutch-request-id";
+
+fn usage_error_kind(kind: ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::InvalidRequest => "invalid_request",
+        ErrorKind::Authentication => "authentication",
+        ErrorKind::Permission => "permission",
+        ErrorKind::NotFound => "not_found",
+        ErrorKind::RequestTooLarge => "request_too_large",
+        ErrorKind::RateLimit => "rate_limit",
+        ErrorKind::Overloaded => "overloaded",
+        ErrorKind::Timeout => "timeout",
+        ErrorKind::Api => "upstream",
+    }
+}
+
+/// The ledger record of a model call, priced when it is handed over: the cost on the model
+/// that answered, and on the premium baseline (the configured one, else the model asked for).
+fn start_trace(
+    gateway: &Arc<Gateway>,
+    ledger: &super::usage::Ledger,
+    protocol: Protocol,
+    profile: Option<&str>,
+    headers: &HeaderMap,
+) -> Trace {
+    let session = ["x-claude-code-session-id", "session_id", "x-session-id"]
+        .iter()
+        .find_map(|name| headers.get(*name)?.to_str().ok())
+        .filter(|v| v.len() <= 128 && crate::config::is_plain_value(v))
+        .map(str::to_string);
+    let record = usage::record::Record {
+        id: ledger.new_id(),
+        ts_ms: usage::now_ms(),
+        agent: profile.map(|p| p.trim_end_matches("-bypass").to_string()),
+        profile: profile.map(str::to_string),
+        session,
+        protocol: protocol.name().to_string(),
+        ..Default::default()
+    };
+    let routing = gateway.routing.load_full();
+    ledger.trace(
+        record,
+        Box::new(move |record: &mut usage::record::Record| {
+            if record.provider.is_none() {
+                // Nothing answered: the prompt's estimate was never used.
+                record.input_tokens = 0;
+                record.estimated = false;
+            }
+            let usage = record.usage();
+            record.cost_usd = match (&record.provider, &record.model) {
+                (Some(provider), Some(model)) => routing
+                    .provider_configs
+                    .get(provider)
+                    .and_then(|config| {
+                        usage::prices::rates(
+                            provider,
+                            config,
+                            model,
+                            usage.input_tokens,
+                            record.ts_ms,
+                        )
+                    })
+                    .map(|rates| rates.cost(&usage)),
+                // Nothing answered: nothing was used.
+                _ => Some(0.0),
+            };
+            let premium = routing
+                .premium_model
+                .as_deref()
+                .or(record.requested_model.as_deref());
+            record.premium_cost_usd = premium
+                .and_then(|m| usage::prices::premium_rates(m, usage.input_tokens, record.ts_ms))
+                .map(|rates| rates.cost(&usage));
+            record.saved_usd = match (record.premium_cost_usd, record.cost_usd) {
+                (Some(premium), Some(cost)) => Some(premium - cost),
+                _ => None,
+            };
+        }),
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn traced_call(
+    gateway: &Arc<Gateway>,
+    protocol: Protocol,
+    profile: Option<String>,
+    gemini: Option<(String, bool)>,
+    query: Option<&str>,
+    headers: &HeaderMap,
+    body: Body,
+    trace: Option<&Trace>,
+) -> Response {
     let started = Instant::now();
     if let Err(error) = admin::boundary::check_json(headers) {
         drain(gateway, body).await;
@@ -400,6 +529,9 @@ async fn model_call(
         request.stream = *stream;
     }
     let (model, stream) = (request.model.clone(), request.stream);
+    if let Some(trace) = trace {
+        trace.requested(&model, stream, request.estimate_tokens());
+    }
     if protocol == Protocol::Gemini
         && !stream
         && let Some(answer) = gemini_router_answer(&request)
@@ -426,6 +558,9 @@ async fn model_call(
         Ok(plan) => plan,
         Err(error) => return error_response(protocol, &error),
     };
+    if let Some(trace) = trace {
+        trace.set_route(plan.tier.as_deref(), plan.scene.map(route::Scene::name));
+    }
     let request = Arc::new(request);
     let large = body.len() > OFF_THREAD_BYTES;
     let (response, served_by) = cascade(
@@ -438,6 +573,7 @@ async fn model_call(
         body.clone(),
         query,
         headers,
+        trace,
     )
     .await;
     if large {
@@ -493,6 +629,7 @@ async fn cascade(
     body: Bytes,
     query: Option<&str>,
     headers: &HeaderMap,
+    trace: Option<&Trace>,
 ) -> (Response, Option<String>) {
     let now = tokio::time::Instant::now();
     let deadline = now
@@ -518,12 +655,22 @@ async fn cascade(
                 continue;
             }
             let id = format!("{}|{}", target.provider, target.model);
+            let now_ms = trace.map_or(0, Trace::elapsed_ms);
             let Some(provider) = routing.providers.get(&target.provider) else {
+                note(
+                    trace,
+                    target,
+                    "skipped",
+                    None,
+                    now_ms,
+                    Some("provider not configured"),
+                );
                 attempts.push(format!("{id}: provider not configured"));
                 done[index] = true;
                 continue;
             };
             if let Some(why) = &provider.missing_key {
+                note(trace, target, "skipped", None, now_ms, Some(why));
                 attempts.push(format!("{id}: skipped, {why}"));
                 done[index] = true;
                 continue;
@@ -539,12 +686,11 @@ async fn cascade(
                     .keys
                     .free_at(&provider.name, &target.model, key_count, now);
                 soonest = Some(soonest.map_or(free, |s| s.min(free)));
-                attempts.push(format!(
-                    "{id}: skipped, {}",
-                    gateway
-                        .keys
-                        .why_cooling(&provider.name, &target.model, key_count, now)
-                ));
+                let why = gateway
+                    .keys
+                    .why_cooling(&provider.name, &target.model, key_count, now);
+                note(trace, target, "skipped", None, now_ms, Some(&why));
+                attempts.push(format!("{id}: skipped, {why}"));
                 continue;
             }
             if let Err(reason) =
@@ -552,6 +698,7 @@ async fn cascade(
                     .limits
                     .take(&provider.name, &id, breaker::now_ms(), &gateway.ledger)
             {
+                note(trace, target, "skipped", None, now_ms, Some(&reason));
                 attempts.push(format!("{id}: skipped, {reason}"));
                 quota_skips.push(reason);
                 done[index] = true;
@@ -560,10 +707,9 @@ async fn cascade(
             if forced == Some(index) {
                 gateway.breakers.force_probe(&id);
             } else if !gateway.breakers.allow(&id, breaker::now_ms()) {
-                attempts.push(format!(
-                    "{id}: skipped, {}",
-                    gateway.breakers.describe_open(&id, breaker::now_ms())
-                ));
+                let why = gateway.breakers.describe_open(&id, breaker::now_ms());
+                note(trace, target, "skipped", None, now_ms, Some(&why));
+                attempts.push(format!("{id}: skipped, {why}"));
                 breaker_open.push(index);
                 done[index] = true;
                 continue;
@@ -576,6 +722,7 @@ async fn cascade(
                     out_of_time = true;
                     break 'candidates;
                 };
+                let call_start = trace.map_or(0, Trace::elapsed_ms);
                 let call = Call {
                     gateway: gateway.clone(),
                     protocol,
@@ -584,6 +731,7 @@ async fn cascade(
                     stream,
                     timeouts,
                     key,
+                    trace: trace.cloned(),
                 };
                 let outcome = if provider.format == protocol {
                     call.forward(body.clone(), &request.model_span, query, headers)
@@ -593,6 +741,10 @@ async fn cascade(
                 };
                 let failure = match outcome {
                     Ok(response) => {
+                        note(trace, target, "ok", Some(200), call_start, None);
+                        if let Some(trace) = trace {
+                            trace.served_by(&target.provider, &target.model);
+                        }
                         gateway.breakers.success(&id);
                         gateway
                             .keys
@@ -602,6 +754,19 @@ async fn cascade(
                     Err(failure) => failure,
                 };
                 let now = breaker::now_ms();
+                let outcome = match failure.class {
+                    Class::Client => "client_error",
+                    Class::RateLimited | Class::QuotaExhausted => "rate_limited",
+                    _ => "failed",
+                };
+                note(
+                    trace,
+                    target,
+                    outcome,
+                    Some(failure.error.status),
+                    call_start,
+                    Some(&failure.error.message),
+                );
                 let mut attempt = format!("{id}: {}", failure.error.message);
                 match failure.class {
                     Class::Client => return (error_response(protocol, &failure.error), None),
@@ -786,6 +951,38 @@ fn what_to_do(attempts: &[String]) -> Option<&'static str> {
         )
     } else {
         None
+    }
+}
+
+/// One candidate's try, in the request's ledger record.
+fn note(
+    trace: Option<&Trace>,
+    target: &route::Target,
+    outcome: &str,
+    status: Option<u16>,
+    start_ms: u64,
+    detail: Option<&str>,
+) {
+    if let Some(trace) = trace {
+        let mut detail = detail.map(str::to_string);
+        if let Some(text) = &mut detail
+            && text.len() > 500
+        {
+            let mut cut = 500;
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            text.truncate(cut);
+        }
+        trace.attempt(Attempt {
+            provider: target.provider.clone(),
+            model: target.model.clone(),
+            outcome: outcome.to_string(),
+            status,
+            start_ms,
+            ms: trace.elapsed_ms().saturating_sub(start_ms),
+            detail,
+        });
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod boundary;
 pub mod token;
+pub mod usage_api;
 
 use axum::http::{HeaderMap, Method};
 use axum::response::Response;
@@ -99,11 +100,6 @@ pub fn handle(
             Ok(taken) => json_response(200, &json!({"taken": taken})),
             Err(message) => error_response(Protocol::Chat, &ApiError::invalid(message)),
         },
-        (&Method::GET, "/api/stats") => {
-            let mut stats = gateway.stats.to_json();
-            stats["uptime_secs"] = gateway.health()["uptime_secs"].clone();
-            json_response(200, &stats)
-        }
         _ => return None,
     };
     Some(response)
