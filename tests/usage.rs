@@ -394,3 +394,97 @@ fn a_daily_budget_spent_before_a_restart_still_counts_after_it() {
     );
     assert!(body.contains("quotas.daily_cost_usd"), "{body}");
 }
+
+/// Whether `program` is here; CI (`CLUTCH_REQUIRE_BROWSER=1`) must have it.
+fn tool_available(program: &str, package: &str) -> bool {
+    if which::which(program).is_ok() {
+        return true;
+    }
+    assert!(
+        std::env::var("CLUTCH_REQUIRE_BROWSER").is_err(),
+        "{program} is needed: .ci/run installs Debian's {package}"
+    );
+    eprintln!("skipped: {program} is not installed (Debian's {package})");
+    false
+}
+
+fn metrics(url: &str) -> String {
+    http_agent()
+        .get(&format!("{url}/metrics"))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap()
+}
+
+/// The value of the sample whose line starts with `series`, or 0 when there is none.
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn metrics_pass_promtool_and_move_with_the_requests() {
+    if !tool_available("promtool", "prometheus") {
+        return;
+    }
+    let home = tempfile::tempdir().unwrap();
+    let fakes: Vec<FakeUpstream> = PROTOCOLS
+        .iter()
+        .map(|_| FakeUpstream::start("unused"))
+        .collect();
+    setup(home.path(), &fakes, "");
+    let gateway = TestGateway::start(home.path());
+    let calls = "clutch_model_calls_total{model=\"up-chat\",outcome=\"ok\",protocol=\"chat\",provider=\"chat\"}";
+    let output_tokens = "clutch_tokens_total{kind=\"output\",model=\"up-chat\",provider=\"chat\"}";
+    let before = metrics(&gateway.url);
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        fakes[1].script([turn()]);
+        let (status, _, id) = send(&format!("{}/p/to-chat", gateway.url), "chat", false);
+        assert_eq!(status, 200);
+        ids.push(id);
+    }
+    for id in &ids {
+        row(home.path(), &gateway.url, id);
+    }
+    let after = metrics(&gateway.url);
+    assert_eq!(
+        sample(&after, calls) - sample(&before, calls),
+        3.0,
+        "{after}"
+    );
+    assert_eq!(
+        sample(&after, output_tokens) - sample(&before, output_tokens),
+        600.0,
+        "{after}"
+    );
+    assert!(
+        after.contains("clutch_ledger_records{state=\"written\"} 3"),
+        "{after}"
+    );
+    assert!(
+        after.contains("clutch_model_call_duration_seconds_bucket"),
+        "{after}"
+    );
+
+    let mut check = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut check.stdin.take().unwrap(), after.as_bytes()).unwrap();
+    let result = check.wait_with_output().unwrap();
+    assert!(
+        result.status.success(),
+        "promtool check metrics: {}{}\n{after}",
+        String::from_utf8_lossy(&result.stdout),
+        String::from_utf8_lossy(&result.stderr)
+    );
+}

@@ -49,6 +49,8 @@ pub struct Gateway {
     pub ledger: quota::Ledger,
     /// Every request's record (None: `usage.enabled = false`).
     pub usage: Option<usage::Ledger>,
+    /// What `/metrics` reports.
+    pub metrics: Arc<admin::metrics::Metrics>,
     /// Limits on calls and request body bytes held at once.
     pub admission: admission::Admission,
     /// What admin endpoints want even on loopback (see [`admin::token`]).
@@ -196,6 +198,10 @@ impl Stats {
         }
     }
 
+    pub fn in_flight(&self) -> i64 {
+        self.in_flight.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub fn to_json(&self) -> Value {
         use std::sync::atomic::Ordering::Relaxed;
         let models: Vec<Value> = self
@@ -225,10 +231,15 @@ impl Gateway {
                 field: "admin token".into(),
                 message,
             })?;
-        let usage = config
-            .usage
-            .enabled
-            .then(|| usage::Ledger::open(usage::ledger_file(paths), config.usage.retention_days));
+        let metrics = Arc::new(admin::metrics::Metrics::new());
+        let usage = config.usage.enabled.then(|| {
+            let observer = metrics.clone();
+            usage::Ledger::open(
+                usage::ledger_file(paths),
+                config.usage.retention_days,
+                Arc::new(move |record: &usage::record::Record| observer.observe(record)),
+            )
+        });
         // Today's budgets go on from what the ledger already holds for today (UTC).
         let spent = quota::Ledger::default();
         if let Some(usage) = &usage {
@@ -249,6 +260,7 @@ impl Gateway {
             keys: KeyPool::default(),
             ledger: spent,
             usage,
+            metrics,
             admission: admission::Admission::new(
                 config.gateway.max_in_flight,
                 config.gateway.max_held_body_bytes,

@@ -123,6 +123,11 @@ pub async fn handle(
     let profile = profile.map(str::to_string);
     match (&method, rest.as_str()) {
         (&Method::GET | &Method::HEAD, "/health" | "/") => json_response(200, &gateway.health()),
+        (&Method::GET, "/metrics") => Response::builder()
+            .status(200)
+            .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
+            .body(Body::from(gateway.metrics.render(&gateway)))
+            .expect("static parts"),
         // Claude Code's reachability probe.
         (&Method::GET | &Method::HEAD, "/api/hello") => json_response(200, &json!({"ok": true})),
         (&Method::POST, "/v1/messages") => {

@@ -3,6 +3,7 @@
 //! reload), which want the token even on loopback.
 
 pub mod boundary;
+pub mod metrics;
 pub mod token;
 pub mod usage_api;
 

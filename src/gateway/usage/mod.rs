@@ -29,6 +29,21 @@ pub fn ledger_file(paths: &crate::paths::Paths) -> PathBuf {
     paths.state_dir.join("usage.db")
 }
 
+/// Something that wants to see every finished record (the metrics).
+pub type Observer = Arc<dyn Fn(&Record) + Send + Sync>;
+
+struct Observed {
+    observe: Observer,
+    store: Arc<dyn Sink>,
+}
+
+impl Sink for Observed {
+    fn submit(&self, record: Record) {
+        (self.observe)(&record);
+        self.store.submit(record);
+    }
+}
+
 /// Counts records when no database could be opened, so the loss is visible.
 struct Unwritable(Arc<Counters>);
 
@@ -53,8 +68,9 @@ pub struct Ledger {
 impl Ledger {
     /// Open the ledger at `file` (`retention_days` 0 keeps every row); a database that cannot
     /// be opened leaves the gateway serving, with every record counted as failed.
-    pub fn open(file: PathBuf, retention_days: u64) -> Ledger {
-        let (sink, counters, error): (Arc<dyn Sink>, _, _) = match store::SqliteLedger::start(
+    /// Every finished record is shown to `observe` (the metrics) before it is stored.
+    pub fn open(file: PathBuf, retention_days: u64, observe: Observer) -> Ledger {
+        let (store, counters, error): (Arc<dyn Sink>, _, _) = match store::SqliteLedger::start(
             file.clone(),
             retention_days,
         ) {
@@ -73,7 +89,7 @@ impl Ledger {
             }
         };
         Ledger {
-            sink,
+            sink: Arc::new(Observed { observe, store }),
             counters,
             file,
             error,
