@@ -81,6 +81,7 @@ pub fn run_xx(args: XxArgs) -> Result<i32, Error> {
         Some(XxCommand::Kill { name }) => crate::session::client::kill(&paths, &name),
         Some(XxCommand::Peek { name }) => crate::session::client::peek(&paths, &name),
         Some(XxCommand::Setup(setup)) => crate::setup::run(&paths, &setup),
+        Some(XxCommand::Dashboard { open }) => dashboard(&paths, open),
         Some(XxCommand::Usage {
             group,
             since,
@@ -105,6 +106,43 @@ pub fn run_xx(args: XxArgs) -> Result<i32, Error> {
         }
         None => launch_agent(args.launch, &paths),
     }
+}
+
+/// `xx dashboard`: start the gateway if need be, then print (or open) the dashboard's URL.
+fn dashboard(paths: &Paths, open: bool) -> Result<i32, Error> {
+    let config = Config::load(&paths.config_file())?;
+    crate::sidecar::ensure_gateway(paths, &config)?;
+    let token = crate::gateway::admin::token::read(paths).ok_or_else(|| {
+        Error::Usage(format!(
+            "the gateway runs but its admin token in {} cannot be read",
+            paths.admin_token_file().display()
+        ))
+    })?;
+    let url = format!(
+        "{}/dashboard?token={token}",
+        config.gateway.url.as_str().trim_end_matches('/')
+    );
+    if open {
+        let opener = ["xdg-open", "open"]
+            .into_iter()
+            .find_map(|program| which::which(program).ok());
+        match opener {
+            Some(program) => {
+                std::process::Command::new(program)
+                    .arg(&url)
+                    .stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .spawn()
+                    .map_err(|e| Error::io("cannot start the browser", e))?;
+                println!("opened the dashboard; if no browser appeared, open:\n{url}");
+            }
+            None => println!("no xdg-open or open here; open this in a browser:\n{url}"),
+        }
+    } else {
+        println!("{url}");
+    }
+    Ok(0)
 }
 
 fn launch_agent(args: LaunchArgs, paths: &Paths) -> Result<i32, Error> {

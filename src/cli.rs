@@ -144,6 +144,12 @@ pub enum XxCommand {
         #[arg(long)]
         json: bool,
     },
+    /// The gateway's dashboard: print its URL with the admin token (the gateway trades the
+    /// token for a cookie), or open it in a browser with --open.
+    Dashboard {
+        #[arg(long)]
+        open: bool,
+    },
     /// Choose providers, test each key against the provider and write the config: questions
     /// on a terminal, or from flags in a script.
     Setup(SetupArgs),

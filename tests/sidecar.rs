@@ -403,6 +403,14 @@ fn config_check_show_watch_and_the_systemd_unit() {
         watch.stdout.contains("requests 0") && watch.stdout.contains("gateway"),
         "{watch}"
     );
+    // Today's spend comes from the usage ledger, in status and watch alike.
+    assert!(
+        watch.stdout.contains("today: 0 requests, $0.0000 spent"),
+        "{watch}"
+    );
+    let status = lab.proxies(&["status"]);
+    assert!(status.stdout.contains("today: 0 requests"), "{status}");
+    assert!(lab.status()["today"]["total_requests"] == 0, "{status}");
     assert!(
         !watch.stdout.contains('\x1b'),
         "no screen control into a pipe: {watch}"

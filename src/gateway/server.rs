@@ -123,6 +123,7 @@ pub async fn handle(
     let profile = profile.map(str::to_string);
     match (&method, rest.as_str()) {
         (&Method::GET | &Method::HEAD, "/health" | "/") => json_response(200, &gateway.health()),
+        (&Method::GET, "/dashboard") => admin::dashboard::respond(&gateway, uri.query(), &headers),
         (&Method::GET, "/metrics") => Response::builder()
             .status(200)
             .header("content-type", "text/plain; version=0.0.4; charset=utf-8")

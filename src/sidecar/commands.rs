@@ -280,10 +280,23 @@ fn status_value(paths: &Paths, config: &Config) -> (Value, bool) {
     )
     .ok()
     .and_then(|b| serde_json::from_str::<Value>(&b).ok());
+    let usage = super::admin_get(
+        paths,
+        &format!(
+            "{}/api/stats",
+            config.gateway.url.as_str().trim_end_matches('/')
+        ),
+        Duration::from_secs(1),
+    )
+    .ok()
+    .and_then(|b| serde_json::from_str::<Value>(&b).ok())
+    .map(|stats| stats["period"].clone())
+    .filter(|period| !period.is_null());
     let value = json!({
         "supervisor": state.as_ref().map(|s| json!({"pid": s.pid, "uptime": uptime(Some(s.started_at))})),
         "services": services,
         "breakers": breakers,
+        "today": usage,
         "healthy": healthy,
     });
     (value, healthy)
@@ -356,7 +369,28 @@ fn print_status(paths: &Paths, config: &Config, json_out: bool) -> Result<bool, 
             );
         }
     }
+    if let Some(line) = spend_line(&value["today"]) {
+        println!("{line}");
+    }
     Ok(healthy)
+}
+
+/// Today's spend and saving and the last minute's rates, from the gateway's usage ledger.
+fn spend_line(period: &Value) -> Option<String> {
+    if period.is_null() {
+        return None;
+    }
+    let minute = &period["last_minute"];
+    Some(format!(
+        "today: {} requests, ${:.4} spent, ${:.4} saved ({:.0}%); last minute: {} requests, {} errors, {} tokens",
+        period["total_requests"],
+        period["total_cost"].as_f64().unwrap_or(0.0),
+        period["savings"].as_f64().unwrap_or(0.0),
+        period["savings_percent"].as_f64().unwrap_or(0.0),
+        minute["requests"],
+        minute["errors"],
+        minute["tokens"],
+    ))
 }
 
 /// `proxies status [--json]`: exit 1 when anything is down.
@@ -481,6 +515,9 @@ pub fn watch(paths: &Paths, once: bool) -> Result<i32, Error> {
             }
         }
         let (status, _) = status_value(paths, &config);
+        if let Some(line) = spend_line(&status["today"]) {
+            out.push_str(&format!("\n{line}\n"));
+        }
         out.push_str("\nSERVICES\n");
         for s in status["services"]
             .as_array()

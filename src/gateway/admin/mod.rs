@@ -3,6 +3,7 @@
 //! reload), which want the token even on loopback.
 
 pub mod boundary;
+pub mod dashboard;
 pub mod metrics;
 pub mod token;
 pub mod usage_api;
@@ -37,7 +38,9 @@ pub fn presents_token(gateway: &Gateway, headers: &HeaderMap) -> bool {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.strip_prefix("Bearer "))
         });
-    presented.is_some_and(|p| token::matches(&gateway.admin_token, p.trim()))
+    presented
+        .or_else(|| dashboard::token_in_cookie(headers))
+        .is_some_and(|p| token::matches(&gateway.admin_token, p.trim()))
 }
 
 /// An admin endpoint; `None` when `path` is not one this gateway has.

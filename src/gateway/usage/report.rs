@@ -73,11 +73,19 @@ fn thousands(n: u64) -> String {
     out
 }
 
+/// Dollars to the cent when large, with two significant digits when tiny (a cheap model's
+/// call costs millionths), never rounded to a misleading zero.
 fn dollars(amount: f64) -> String {
-    if amount.abs() >= 100.0 {
+    let size = amount.abs();
+    if size == 0.0 {
+        "$0".into()
+    } else if size >= 1.0 {
         format!("${amount:.2}")
-    } else {
+    } else if size >= 0.01 {
         format!("${amount:.4}")
+    } else {
+        let decimals = (1.0 - size.log10().floor()) as usize;
+        format!("${amount:.decimals$}")
     }
 }
 
@@ -134,4 +142,19 @@ pub fn table(group: Group, rows: &[Totals], total: &Totals) -> String {
         "INPUT excludes cache reads and writes; PREMIUM is what the same tokens would have cost on the model each request asked for (or usage.premium_model); SAVED = PREMIUM - COST where both are known.\n",
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dollars_keep_two_significant_digits_when_tiny() {
+        assert_eq!(dollars(0.0), "$0");
+        assert_eq!(dollars(1234.5), "$1234.50");
+        assert_eq!(dollars(0.1234), "$0.1234");
+        assert_eq!(dollars(0.000021), "$0.000021");
+        assert_eq!(dollars(0.0036), "$0.0036");
+        assert_eq!(thousands(1234567), "1,234,567");
+    }
 }
