@@ -272,6 +272,26 @@ async fn run() {
     if let Some((_, url)) = &baseline {
         wait_ready(&format!("{url}/health")).await;
     }
+    // This build with the usage ledger off, as one more target: what recording every request
+    // costs, measured in the same rounds.
+    let unrecorded = {
+        let home = work.path().join("unrecorded");
+        std::fs::create_dir_all(home.join("config/profiles")).unwrap();
+        for file in ["config/profiles/paced.toml", "config/profiles/default.toml"] {
+            let _ = std::fs::copy(work.path().join("clutch").join(file), home.join(file));
+        }
+        let config =
+            std::fs::read_to_string(work.path().join("clutch/config/config.toml")).unwrap();
+        std::fs::write(
+            home.join("config/config.toml"),
+            format!("{config}\n[usage]\nenabled = false\n"),
+        )
+        .unwrap();
+        let port = free_port();
+        let child = Killed(spawn_gateway(xx, &home, port));
+        (child, format!("http://127.0.0.1:{port}"))
+    };
+    wait_ready(&format!("{}/health", unrecorded.1)).await;
 
     let targets: Vec<(&str, String, Bytes)> = {
         let mut t = vec![(
@@ -298,6 +318,11 @@ async fn run() {
                 Bytes::from(small_anthropic()),
             ));
         }
+        t.push((
+            "ledger off gateway",
+            format!("{}/v1/messages", unrecorded.1),
+            Bytes::from(small_anthropic()),
+        ));
         t
     };
     let mut gateway_requests = 0usize;
@@ -351,6 +376,11 @@ async fn run() {
                 Bytes::from(agent_anthropic.clone()),
             ));
         }
+        targets.push((
+            "ledger off gateway",
+            format!("{}{profile}/v1/messages", unrecorded.1),
+            Bytes::from(agent_anthropic.clone()),
+        ));
         stream_runs.push(stream_rounds(&targets).await);
         gateway_requests += ROUNDS * STREAM_REQUESTS;
     }
@@ -382,6 +412,7 @@ async fn run() {
     let mut pids = vec![std::process::id(), fake_child.0.id(), pid];
     pids.extend(nginx.as_ref().map(|(child, _)| child.0.id()));
     pids.extend(baseline.as_ref().map(|(child, _)| child.0.id()));
+    pids.push(unrecorded.0.0.id());
     let pinned = pin(&pids, &one_cpu);
     println!(
         "\nsmall non-streaming requests, every process on CPU {first_cpu} ({ROUNDS} interleaved rounds of {SMALL_SECONDS} s each; medians)"
@@ -405,7 +436,7 @@ async fn run() {
             gw.p50_ms - direct.p50_ms
         );
     }
-    for hop in ["nginx", "baseline"] {
+    for hop in ["nginx", "baseline", "ledger off"] {
         if let (Some(via), Some(direct)) = (find(hop, 1), find("direct", 1)) {
             println!(
                 "  {hop} added p50 at concurrency 1: {:.3} ms",
@@ -420,7 +451,7 @@ async fn run() {
             .map(|(_, s)| s.p50_ms)
     };
     if pinned && let Some(direct) = on_one_cpu("direct") {
-        for hop in ["gateway", "nginx", "baseline"] {
+        for hop in ["gateway", "nginx", "baseline", "ledger off"] {
             if let Some(via) = on_one_cpu(hop) {
                 println!(
                     "  {hop} added p50 at concurrency 1, all on one CPU: {:.3} ms",
@@ -446,6 +477,13 @@ async fn run() {
                 gw.rps / old.rps
             );
         }
+        if let Some(off) = find("ledger off", 32) {
+            println!(
+                "  ledger on / ledger off throughput at 32: {:.2}x (target >= 0.95); added p99 with the ledger off: {:.3} ms",
+                gw.rps / off.rps,
+                off.p99_ms - direct.p99_ms
+            );
+        }
         if let Some(nginx) = find("nginx", 32) {
             println!(
                 "  nginx throughput at 32: {:.0}% of direct",
@@ -464,7 +502,7 @@ async fn run() {
                 .find(|(n, _)| n.starts_with(name))
                 .map(|(_, s)| *s)
         };
-        for hop in ["gateway", "nginx", "baseline"] {
+        for hop in ["gateway", "nginx", "baseline", "ledger off"] {
             if let (Some(direct), Some(via)) = (stream_of("direct"), stream_of(hop)) {
                 // Paced, the total is mostly the fake's timer sleeps, which jitter by more than
                 // a hop adds; what the hop adds to the total is what it adds to the stream's end.

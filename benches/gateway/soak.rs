@@ -189,7 +189,7 @@ async fn shape(name: &str, config: &str, profile: &str, total: usize) {
         .unwrap_or_default();
     let breakers = client
         .get(format!("{url}/api/breakers"))
-        .header(clutch::gateway::admin::token::HEADER, token)
+        .header(clutch::gateway::admin::token::HEADER, &token)
         .send()
         .await
         .ok();
@@ -224,6 +224,40 @@ async fn shape(name: &str, config: &str, profile: &str, total: usize) {
         rss_last as f64 / 1024.0
     );
     println!("  breakers at the end: {breakers}");
+    // Every request has its one ledger row: wait for the writer to drain, then count.
+    let ledger = work.path().join("state/usage.db");
+    let mut rows = 0u64;
+    let mut stats = serde_json::Value::Null;
+    let drained = Instant::now();
+    while drained.elapsed() < Duration::from_secs(60) {
+        if let Ok(response) = client
+            .get(format!("{url}/api/stats"))
+            .header(clutch::gateway::admin::token::HEADER, &token)
+            .send()
+            .await
+            && let Ok(text) = response.text().await
+            && let Ok(value) = serde_json::from_str::<serde_json::Value>(&text)
+        {
+            stats = value;
+        }
+        if stats["ledger"]["pending"] == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if let Ok(connection) = rusqlite::Connection::open_with_flags(
+        &ledger,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    ) {
+        rows = connection
+            .query_row("SELECT COUNT(*) FROM requests", [], |row| row.get::<_, i64>(0))
+            .unwrap_or(0) as u64;
+    }
+    let ledger_stats = &stats["ledger"];
+    println!(
+        "  ledger: {rows} rows for {total} requests (target: equal); dropped {}, failed {}, pending {}",
+        ledger_stats["dropped"], ledger_stats["failed"], ledger_stats["pending"]
+    );
     let kinds = error_kinds.lock().unwrap();
     let mut kinds: Vec<_> = kinds.iter().collect();
     kinds.sort_by(|a, b| b.1.cmp(a.1));
