@@ -343,6 +343,17 @@ pub struct UsageConfig {
     /// The model savings are measured against; unset: the model each request asked for.
     #[serde(default)]
     pub premium_model: Option<String>,
+    /// Keep each request's and answer's body with its row, for the dashboard's request view
+    /// (keys and key-shaped tokens redacted). Off by default: bodies hold your code.
+    #[serde(default)]
+    pub capture_bodies: bool,
+    /// The most of each body kept when capturing.
+    #[serde(default = "default_capture_bytes")]
+    pub capture_max_bytes: usize,
+}
+
+fn default_capture_bytes() -> usize {
+    64 * 1024
 }
 
 impl Default for UsageConfig {
@@ -351,6 +362,8 @@ impl Default for UsageConfig {
             enabled: true,
             retention_days: default_retention_days(),
             premium_model: None,
+            capture_bodies: false,
+            capture_max_bytes: default_capture_bytes(),
         }
     }
 }
@@ -707,6 +720,14 @@ impl Config {
                     message: format!("must be between {low} and {high} (got {value})"),
                 });
             }
+        }
+        let capture = self.usage.capture_max_bytes as u64;
+        if !(1024..=16 * 1024 * 1024).contains(&capture) {
+            return Err(ConfigError::Invalid {
+                origin: format!("{origin}:{}", key_line(text, "usage", "capture_max_bytes")),
+                field: "usage.capture_max_bytes".into(),
+                message: format!("must be between 1024 and 16777216 (got {capture})"),
+            });
         }
         if g.breaker_max_cooldown_secs < g.breaker_cooldown_secs {
             return Err(ConfigError::Invalid {

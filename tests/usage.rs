@@ -488,3 +488,75 @@ fn metrics_pass_promtool_and_move_with_the_requests() {
         String::from_utf8_lossy(&result.stderr)
     );
 }
+
+#[test]
+fn captured_bodies_are_kept_only_when_asked_capped_and_without_keys() {
+    let home = tempfile::tempdir().unwrap();
+    let fakes: Vec<FakeUpstream> = PROTOCOLS
+        .iter()
+        .map(|_| FakeUpstream::start("unused"))
+        .collect();
+    setup(
+        home.path(),
+        &fakes,
+        "\n[usage]\ncapture_bodies = true\ncapture_max_bytes = 4096\n",
+    );
+    let gateway = TestGateway::start(home.path());
+    // An upstream that echoes the key it was sent: the capture must not keep it.
+    fakes[1].script([Reply::Text(format!("the key you sent is {CANARY}"))]);
+    let (status, body, id) = send(&format!("{}/p/to-chat", gateway.url), "chat", false);
+    assert_eq!(status, 200, "{body}");
+    let captured = row(home.path(), &gateway.url, &id);
+    let request = captured["request_body"].as_str().unwrap();
+    let response = captured["response_body"].as_str().unwrap();
+    assert!(request.contains("count my tokens"), "{captured}");
+    assert!(response.contains("the key you sent is"), "{captured}");
+    assert!(!response.contains(CANARY), "{captured}");
+
+    // A stream is kept piece by piece, up to the cap.
+    let long = "x".repeat(10_000);
+    fakes[0].script([Reply::Text(long)]);
+    let (status, _, id) = send(
+        &format!("{}/p/to-anthropic", gateway.url),
+        "anthropic",
+        true,
+    );
+    assert_eq!(status, 200);
+    let streamed = row(home.path(), &gateway.url, &id);
+    let response = streamed["response_body"].as_str().unwrap();
+    assert!(response.starts_with("event: message_start"), "{streamed}");
+    assert!(
+        response.len() <= 4096 + 64 && response.ends_with("[cut: capture_max_bytes reached]"),
+        "{} bytes: {}",
+        response.len(),
+        &response[response.len().saturating_sub(80)..]
+    );
+
+    // Without `capture_bodies`, nothing is kept.
+    let plain = tempfile::tempdir().unwrap();
+    setup(plain.path(), &fakes, "");
+    let other = TestGateway::start(plain.path());
+    let (_, _, id) = send(&format!("{}/p/to-chat", other.url), "chat", false);
+    let uncaptured = row(plain.path(), &other.url, &id);
+    assert!(uncaptured.get("request_body").is_none(), "{uncaptured}");
+    drop(other);
+    drop(gateway);
+    let started = Instant::now();
+    while home.path().join("state/usage.db-wal").exists()
+        && started.elapsed() < Duration::from_secs(5)
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for entry in std::fs::read_dir(home.path().join("state"))
+        .unwrap()
+        .flatten()
+    {
+        if let Ok(bytes) = std::fs::read(entry.path()) {
+            assert!(
+                !bytes.windows(CANARY.len()).any(|w| w == CANARY.as_bytes()),
+                "{} holds the key",
+                entry.path().display()
+            );
+        }
+    }
+}

@@ -245,12 +245,13 @@ async fn shape(name: &str, config: &str, profile: &str, total: usize) {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    if let Ok(connection) = rusqlite::Connection::open_with_flags(
-        &ledger,
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    ) {
+    if let Ok(connection) =
+        rusqlite::Connection::open_with_flags(&ledger, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+    {
         rows = connection
-            .query_row("SELECT COUNT(*) FROM requests", [], |row| row.get::<_, i64>(0))
+            .query_row("SELECT COUNT(*) FROM requests", [], |row| {
+                row.get::<_, i64>(0)
+            })
             .unwrap_or(0) as u64;
     }
     let ledger_stats = &stats["ledger"];

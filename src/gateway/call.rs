@@ -374,6 +374,7 @@ impl Call {
                 Ok(answer) => self.record_usage(&answer.usage),
                 Err(error) => return Err(Failure::from_answer(self.named(error))),
             }
+            self.captured(&body);
             return Ok(Response::builder()
                 .status(200)
                 .header("content-type", "application/json")
@@ -455,9 +456,9 @@ impl Call {
                     Class::Soft,
                 ));
             }
-            return Ok(json_body_response(proto::encode_response_bytes(
-                protocol, &answer, request,
-            )));
+            let encoded = proto::encode_response_bytes(protocol, &answer, request);
+            self.captured(&encoded);
+            return Ok(json_body_response(encoded));
         }
         if !is_event_stream(&response) {
             return self
@@ -512,6 +513,15 @@ impl Call {
             emitted_chars: 0,
         }
         .into_response())
+    }
+
+    /// Keep what the client is sent with the request's record, when bodies are captured.
+    fn captured(&self, bytes: &[u8]) {
+        if let Some(trace) = &self.trace
+            && trace.captures()
+        {
+            trace.capture_response(bytes);
+        }
     }
 
     /// Count a completed answer against today's budgets and in the request's record.
@@ -582,6 +592,7 @@ impl Call {
         for event in replay(&answer) {
             encoder.event(&event, &mut body);
         }
+        self.captured(&body);
         Ok(event_stream_response(Body::from(body)))
     }
 }
@@ -736,6 +747,7 @@ impl Relay {
                 Err(error) => self.fail(&error, &mut out),
             }
         }
+        self.call.captured(&out);
         (!out.is_empty()).then(|| Bytes::from(out))
     }
 

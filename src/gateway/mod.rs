@@ -80,6 +80,8 @@ pub struct Routing {
     pub own_hosts: admin::boundary::OwnHosts,
     /// The model savings are measured against (None: the model each request asked for).
     pub premium_model: Option<String>,
+    /// Bytes of each body kept with its ledger row (None: bodies are not kept).
+    pub capture: Option<usize>,
 }
 
 impl Routing {
@@ -148,6 +150,10 @@ impl Routing {
             ),
             max_answer: config.gateway.max_answer_bytes,
             premium_model: config.usage.premium_model.clone(),
+            capture: config
+                .usage
+                .capture_bodies
+                .then_some(config.usage.capture_max_bytes),
         })
     }
 }

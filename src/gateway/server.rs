@@ -443,9 +443,25 @@ fn start_trace(
         ..Default::default()
     };
     let routing = gateway.routing.load_full();
+    let capture = routing.capture;
     ledger.trace(
         record,
         Box::new(move |record: &mut usage::record::Record| {
+            if record.request_body.is_some() || record.response_body.is_some() {
+                // Captured bodies lose every configured key and anything shaped like one.
+                let keys: Vec<String> = routing
+                    .providers
+                    .values()
+                    .flat_map(|p| p.keys.iter().cloned())
+                    .chain(routing.token.clone())
+                    .collect();
+                for body in [&mut record.request_body, &mut record.response_body]
+                    .into_iter()
+                    .flatten()
+                {
+                    *body = super::secrets::scrub(body, &keys);
+                }
+            }
             if record.provider.is_none() {
                 // Nothing answered: the prompt's estimate was never used.
                 record.input_tokens = 0;
@@ -481,6 +497,7 @@ fn start_trace(
                 _ => None,
             };
         }),
+        capture,
     )
 }
 
@@ -512,6 +529,9 @@ async fn traced_call(
         Ok(body) => body,
         Err(response) => return response,
     };
+    if let Some(trace) = trace {
+        trace.capture_request(&body);
+    }
     // Every request is decoded once: it is checked before anything is sent, and routing
     // and translation read the same canonical form.
     let path_model = gemini.as_ref().map(|(m, _)| m.as_str());

@@ -105,10 +105,16 @@ impl Ledger {
         format!("req_{}{n:x}", self.id_prefix)
     }
 
-    /// Start the record of a request; `finish` prices it when it is handed over.
-    pub fn trace(&self, record: Record, finish: Box<dyn Fn(&mut Record) + Send + Sync>) -> Trace {
+    /// Start the record of a request; `finish` prices it when it is handed over; `capture`
+    /// is how much of each body to keep with it (None: none).
+    pub fn trace(
+        &self,
+        record: Record,
+        finish: Box<dyn Fn(&mut Record) + Send + Sync>,
+        capture: Option<usize>,
+    ) -> Trace {
         self.started.fetch_add(1, Ordering::Relaxed);
-        Trace::new(record, self.sink.clone(), finish)
+        Trace::new(record, self.sink.clone(), finish, capture)
     }
 
     /// Tokens and cost per provider since `from_ms`, read from the database.

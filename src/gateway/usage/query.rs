@@ -169,11 +169,29 @@ pub fn recent(connection: &Connection, limit: u64) -> rusqlite::Result<Vec<Recor
     rows.collect()
 }
 
+/// One request, with its captured bodies when there are any.
 pub fn by_id(connection: &Connection, id: &str) -> rusqlite::Result<Option<Record>> {
     let mut statement =
         connection.prepare(&format!("SELECT {COLUMNS} FROM requests WHERE id = ?1"))?;
     let mut rows = statement.query_map(params![id], row_to_record)?;
-    rows.next().transpose()
+    let Some(mut record) = rows.next().transpose()? else {
+        return Ok(None);
+    };
+    let bodies = connection.query_row(
+        "SELECT request, response FROM bodies WHERE id = ?1",
+        params![id],
+        |row| {
+            Ok((
+                row.get::<_, Option<String>>(0)?,
+                row.get::<_, Option<String>>(1)?,
+            ))
+        },
+    );
+    if let Ok((request, response)) = bodies {
+        record.request_body = request;
+        record.response_body = response;
+    }
+    Ok(Some(record))
 }
 
 /// Tokens and cost since `from_ms`, per provider: what today's budgets start from.

@@ -64,6 +64,12 @@ pub struct Record {
     /// `ok`, `error`, `client_closed`, `upstream_cut`.
     pub outcome: String,
     pub attempts: Vec<Attempt>,
+    /// The client's request, when bodies are captured (`usage.capture_bodies`), redacted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_body: Option<String>,
+    /// What the client was sent, likewise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_body: Option<String>,
 }
 
 impl Record {
@@ -85,6 +91,8 @@ pub trait Sink: Send + Sync {
 
 struct Live {
     record: Mutex<Record>,
+    /// Bytes kept of each body when capturing (None: not capturing).
+    capture: Option<usize>,
     started: Instant,
     sink: Arc<dyn Sink>,
     /// Prices and the premium baseline, applied when the record is handed over.
@@ -112,9 +120,11 @@ impl Trace {
         record: Record,
         sink: Arc<dyn Sink>,
         finish: Box<dyn Fn(&mut Record) + Send + Sync>,
+        capture: Option<usize>,
     ) -> Trace {
         Trace(Arc::new(Live {
             record: Mutex::new(record),
+            capture,
             started: Instant::now(),
             sink,
             finish,
@@ -190,10 +200,47 @@ impl Trace {
         });
     }
 
+    /// Whether bodies are kept for this request.
+    pub fn captures(&self) -> bool {
+        self.0.capture.is_some()
+    }
+
+    /// Keep (the start of) the client's request body.
+    pub fn capture_request(&self, bytes: &[u8]) {
+        if let Some(limit) = self.0.capture {
+            self.with(|r| keep(&mut r.request_body, bytes, limit));
+        }
+    }
+
+    /// Keep (the start of) what the client is sent; called per piece of a stream.
+    pub fn capture_response(&self, bytes: &[u8]) {
+        if let Some(limit) = self.0.capture {
+            self.with(|r| keep(&mut r.response_body, bytes, limit));
+        }
+    }
+
     pub fn set_route(&self, tier: Option<&str>, scene: Option<&str>) {
         self.with(|r| {
             r.tier = tier.map(str::to_string);
             r.scene = scene.map(str::to_string);
         });
+    }
+}
+
+/// Append `bytes` to `kept`, up to `limit` bytes in all, marking a cut.
+fn keep(kept: &mut Option<String>, bytes: &[u8], limit: usize) {
+    const CUT: &str = "\n[cut: capture_max_bytes reached]";
+    let text = kept.get_or_insert_with(String::new);
+    if text.ends_with(CUT) {
+        return;
+    }
+    let room = limit.saturating_sub(text.len());
+    if bytes.len() <= room {
+        text.push_str(&String::from_utf8_lossy(bytes));
+    } else {
+        let piece = String::from_utf8_lossy(&bytes[..room]);
+        // A multi-byte character cut in half becomes U+FFFD; drop it.
+        text.push_str(piece.trim_end_matches('\u{fffd}'));
+        text.push_str(CUT);
     }
 }

@@ -78,6 +78,11 @@ CREATE TABLE IF NOT EXISTS requests (
     attempts TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS requests_ts ON requests(ts_ms);
+CREATE TABLE IF NOT EXISTS bodies (
+    id TEXT PRIMARY KEY,
+    request TEXT,
+    response TEXT
+);
 ";
 
 fn open_writer(file: &Path) -> rusqlite::Result<Connection> {
@@ -165,11 +170,12 @@ fn write_loop(
         }
         if retention_days > 0 && last_prune.is_none_or(|t| t.elapsed() > Duration::from_secs(3600))
         {
-            let cutoff = super::now_ms().saturating_sub(retention_days * 86_400_000);
+            let cutoff = super::now_ms().saturating_sub(retention_days * 86_400_000) as i64;
             let _ = connection.execute(
-                "DELETE FROM requests WHERE ts_ms < ?1",
-                params![cutoff as i64],
+                "DELETE FROM bodies WHERE id IN (SELECT id FROM requests WHERE ts_ms < ?1)",
+                params![cutoff],
             );
+            let _ = connection.execute("DELETE FROM requests WHERE ts_ms < ?1", params![cutoff]);
             last_prune = Some(Instant::now());
         }
     }
@@ -186,7 +192,13 @@ fn insert(connection: &mut Connection, batch: &[Record]) -> rusqlite::Result<()>
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
                 ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27)",
         )?;
+        let mut bodies = tx.prepare_cached(
+            "INSERT OR REPLACE INTO bodies (id, request, response) VALUES (?1, ?2, ?3)",
+        )?;
         for r in batch {
+            if r.request_body.is_some() || r.response_body.is_some() {
+                bodies.execute(params![r.id, r.request_body, r.response_body])?;
+            }
             let attempts = serde_json::to_string(&r.attempts).unwrap_or_else(|_| "[]".into());
             statement.execute(params![
                 r.id,
@@ -260,5 +272,7 @@ pub fn row_to_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<Record> {
         error_kind: row.get(24)?,
         outcome: row.get(25)?,
         attempts: serde_json::from_str(&attempts).unwrap_or_default(),
+        request_body: None,
+        response_body: None,
     })
 }
