@@ -518,24 +518,34 @@ fn listing_commands_speak_json_when_asked() {
     }
 }
 
-/// The sample config a new user copies from the README.
-fn readme_sample_config() -> String {
+/// The first ```toml block in the README after `heading`.
+fn readme_toml_after(heading: &str) -> String {
     let readme =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let config = &readme[readme.find("## Config").unwrap()..];
-    let start = config.find("```toml\n").unwrap() + "```toml\n".len();
-    config[start..start + config[start..].find("```").unwrap()].to_string()
+    let after = &readme[readme.find(heading).unwrap()..];
+    let start = after.find("```toml\n").unwrap() + "```toml\n".len();
+    after[start..start + after[start..].find("```").unwrap()].to_string()
+}
+
+/// The sample config a new user copies from the README.
+fn readme_sample_config() -> String {
+    readme_toml_after("## Config")
+}
+
+/// `proxies config check` for `clutch`'s config, with no DeepSeek key in the environment.
+fn config_check(clutch: &Clutch) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_proxies"))
+        .args(["config", "check"])
+        .env_remove("DEEPSEEK_API_KEY")
+        .env("CLUTCH_HOME", clutch.clutch_home.path())
+        .output()
+        .unwrap()
 }
 
 #[test]
 fn the_readme_sample_config_is_valid_with_no_keys_set() {
     let clutch = Clutch::new().config(&readme_sample_config());
-    let check = std::process::Command::new(env!("CARGO_BIN_EXE_proxies"))
-        .args(["config", "check"])
-        .env_remove("DEEPSEEK_API_KEY")
-        .env("CLUTCH_HOME", clutch.clutch_home.path())
-        .output()
-        .unwrap();
+    let check = config_check(&clutch);
     assert_eq!(
         check.status.code(),
         Some(0),
@@ -549,19 +559,11 @@ fn the_readme_sample_config_is_valid_with_no_keys_set() {
     let report: serde_json::Value = serde_json::from_str(&doctor.stdout).unwrap();
     assert_eq!(report["config"]["state"], "valid", "{report}");
     // The README's one-provider profile works with its sample config.
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let after = &readme[readme.find("To send every role to one provider").unwrap()..];
-    let start = after.find("```toml\n").unwrap() + "```toml\n".len();
-    let profile = &after[start..start + after[start..].find("```").unwrap()];
+    let profile = readme_toml_after("To send every role to one provider");
     let profiles = clutch.clutch_home.path().join("config/profiles");
     std::fs::create_dir_all(&profiles).unwrap();
     std::fs::write(profiles.join("default.toml"), profile).unwrap();
-    let check = std::process::Command::new(env!("CARGO_BIN_EXE_proxies"))
-        .args(["config", "check"])
-        .env("CLUTCH_HOME", clutch.clutch_home.path())
-        .output()
-        .unwrap();
+    let check = config_check(&clutch);
     assert_eq!(
         check.status.code(),
         Some(0),
@@ -571,11 +573,7 @@ fn the_readme_sample_config_is_valid_with_no_keys_set() {
     // A slot naming a profile that does not exist is refused at load, not on first use.
     let wrong = readme_sample_config().replace("profile = \"default\"", "profile = \"work\"");
     let clutch = Clutch::new().config(&wrong);
-    let check = std::process::Command::new(env!("CARGO_BIN_EXE_proxies"))
-        .args(["config", "check"])
-        .env("CLUTCH_HOME", clutch.clutch_home.path())
-        .output()
-        .unwrap();
+    let check = config_check(&clutch);
     let stderr = String::from_utf8_lossy(&check.stderr);
     assert_eq!(check.status.code(), Some(2), "{stderr}");
     assert!(

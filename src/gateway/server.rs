@@ -446,6 +446,7 @@ fn start_trace(
     let capture = routing.capture;
     ledger.trace(
         record,
+        // Run by the ledger's writer thread, not here.
         Box::new(move |record: &mut usage::record::Record| {
             if record.request_body.is_some() || record.response_body.is_some() {
                 // Captured bodies lose every configured key and anything shaped like one.

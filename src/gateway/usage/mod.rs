@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::{Value, json};
 
-use record::{Record, Sink, Trace};
+use record::{Finish, Finished, Record, Sink, Trace};
 use store::Counters;
 
 pub fn now_ms() -> u64 {
@@ -29,27 +29,19 @@ pub fn ledger_file(paths: &crate::paths::Paths) -> PathBuf {
     paths.state_dir.join("usage.db")
 }
 
-/// Something that wants to see every finished record (the metrics).
+/// Something that wants to see every completed record (the metrics).
 pub type Observer = Arc<dyn Fn(&Record) + Send + Sync>;
 
-struct Observed {
+/// Completes and shows records when no database could be opened, and counts them as lost.
+struct Unwritable {
+    counters: Arc<Counters>,
     observe: Observer,
-    store: Arc<dyn Sink>,
 }
-
-impl Sink for Observed {
-    fn submit(&self, record: Record) {
-        (self.observe)(&record);
-        self.store.submit(record);
-    }
-}
-
-/// Counts records when no database could be opened, so the loss is visible.
-struct Unwritable(Arc<Counters>);
 
 impl Sink for Unwritable {
-    fn submit(&self, _record: Record) {
-        self.0.failed.fetch_add(1, Ordering::Relaxed);
+    fn submit(&self, finished: Box<Finished>) {
+        (self.observe)(&finished.complete());
+        self.counters.failed.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -67,12 +59,13 @@ pub struct Ledger {
 
 impl Ledger {
     /// Open the ledger at `file` (`retention_days` 0 keeps every row); a database that cannot
-    /// be opened leaves the gateway serving, with every record counted as failed.
-    /// Every finished record is shown to `observe` (the metrics) before it is stored.
+    /// be opened leaves the gateway serving, with every record counted as failed. Every
+    /// completed record is shown to `observe` (the metrics) before it is stored.
     pub fn open(file: PathBuf, retention_days: u64, observe: Observer) -> Ledger {
-        let (store, counters, error): (Arc<dyn Sink>, _, _) = match store::SqliteLedger::start(
+        let (sink, counters, error): (Arc<dyn Sink>, _, _) = match store::SqliteLedger::start(
             file.clone(),
             retention_days,
+            observe.clone(),
         ) {
             Ok(ledger) => {
                 let counters = ledger.counters.clone();
@@ -81,15 +74,15 @@ impl Ledger {
             Err(error) => {
                 tracing::error!(%error, "usage ledger unavailable; requests are served and counted as unrecorded");
                 let counters = Arc::new(Counters::default());
-                (
-                    Arc::new(Unwritable(counters.clone())),
-                    counters,
-                    Some(error),
-                )
+                let sink = Unwritable {
+                    counters: counters.clone(),
+                    observe,
+                };
+                (Arc::new(sink), counters, Some(error))
             }
         };
         Ledger {
-            sink: Arc::new(Observed { observe, store }),
+            sink,
             counters,
             file,
             error,
@@ -107,12 +100,7 @@ impl Ledger {
 
     /// Start the record of a request; `finish` prices it when it is handed over; `capture`
     /// is how much of each body to keep with it (None: none).
-    pub fn trace(
-        &self,
-        record: Record,
-        finish: Box<dyn Fn(&mut Record) + Send + Sync>,
-        capture: Option<usize>,
-    ) -> Trace {
+    pub fn trace(&self, record: Record, finish: Finish, capture: Option<usize>) -> Trace {
         self.started.fetch_add(1, Ordering::Relaxed);
         Trace::new(record, self.sink.clone(), finish, capture)
     }

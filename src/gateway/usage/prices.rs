@@ -270,41 +270,67 @@ pub fn rates(
     if model.ends_with(":free") || is_on_this_machine(provider.base_url.as_str()) {
         return Some(Rates::default());
     }
-    let priced = price_provider(provider_name, provider.base_url.as_str())?;
-    priced
-        .models
-        .iter()
-        .find(|m| m.id == model)
-        .or_else(|| priced.models.iter().find(|m| m.matches.matches(model)))
-        .and_then(|m| rates_of(m.prices.current(unix_ms), prompt_tokens))
+    let key = format!(
+        "{provider_name}\u{0}{}\u{0}{model}",
+        provider.base_url.as_str()
+    );
+    let (p, m) = located(key, || {
+        let priced = price_provider(provider_name, provider.base_url.as_str())?;
+        let p = table().iter().position(|x| std::ptr::eq(x, priced))?;
+        let m = priced
+            .models
+            .iter()
+            .position(|m| m.id == model)
+            .or_else(|| priced.models.iter().position(|m| m.matches.matches(model)))?;
+        Some((p, m))
+    })?;
+    rates_of(table()[p].models[m].prices.current(unix_ms), prompt_tokens)
+}
+
+/// Where in the table a lookup landed, remembered: a miss scans about 1,300 models, and the
+/// same few models come back on every request.
+fn located(key: String, find: impl FnOnce() -> Option<(usize, usize)>) -> Option<(usize, usize)> {
+    type Seen = std::sync::Mutex<std::collections::HashMap<String, Option<(usize, usize)>>>;
+    static SEEN: OnceLock<Seen> = OnceLock::new();
+    let seen = SEEN.get_or_init(Default::default);
+    if let Some(found) = seen.lock().ok().and_then(|s| s.get(&key).copied()) {
+        return found;
+    }
+    let found = find();
+    if let Ok(mut seen) = seen.lock() {
+        // Model names come from clients: bound what is remembered.
+        if seen.len() >= 10_000 {
+            seen.clear();
+        }
+        seen.insert(key, found);
+    }
+    found
 }
 
 /// The premium a request is measured against: the model the client asked for, looked up
 /// first with the provider its protocol implies (Anthropic for Claude's names, OpenAI's,
 /// Google's), then anywhere.
 pub fn premium_rates(requested: &str, prompt_tokens: u64, unix_ms: u64) -> Option<Rates> {
-    let table = table();
-    let preferred = ["anthropic", "openai", "google", "deepseek"];
-    let ordered = preferred
-        .iter()
-        .filter_map(|id| table.iter().find(|p| p.id == *id))
-        .chain(table.iter().filter(|p| !preferred.contains(&p.id.as_str())));
-    for provider in ordered {
-        let found = provider
-            .models
+    let (p, m) = located(format!("\u{0}premium\u{0}{requested}"), || {
+        let table = table();
+        let preferred = ["anthropic", "openai", "google", "deepseek"];
+        let ordered = preferred
             .iter()
-            .find(|m| m.id == requested)
-            .or_else(|| {
-                provider
-                    .models
-                    .iter()
-                    .find(|m| m.matches.matches(requested))
-            });
-        if let Some(model) = found {
-            return rates_of(model.prices.current(unix_ms), prompt_tokens);
+            .filter_map(|id| table.iter().position(|p| p.id == *id))
+            .chain((0..table.len()).filter(|&i| !preferred.contains(&table[i].id.as_str())));
+        for p in ordered {
+            let models = &table[p].models;
+            let found = models
+                .iter()
+                .position(|m| m.id == requested)
+                .or_else(|| models.iter().position(|m| m.matches.matches(requested)));
+            if let Some(m) = found {
+                return Some((p, m));
+            }
         }
-    }
-    None
+        None
+    })?;
+    rates_of(table()[p].models[m].prices.current(unix_ms), prompt_tokens)
 }
 
 fn is_on_this_machine(base_url: &str) -> bool {

@@ -84,9 +84,27 @@ impl Record {
     }
 }
 
+/// What completes a record (prices, the premium baseline, redaction): run by the ledger's
+/// writer, off the request's path.
+pub type Finish = Box<dyn FnOnce(&mut Record) + Send + Sync>;
+
+/// A request's record as it is handed over, still to be completed by `finish`.
+pub struct Finished {
+    pub record: Record,
+    pub finish: Finish,
+}
+
+impl Finished {
+    pub fn complete(self) -> Record {
+        let Finished { mut record, finish } = self;
+        finish(&mut record);
+        record
+    }
+}
+
 /// Where a finished record goes.
 pub trait Sink: Send + Sync {
-    fn submit(&self, record: Record);
+    fn submit(&self, finished: Box<Finished>);
 }
 
 struct Live {
@@ -95,8 +113,7 @@ struct Live {
     capture: Option<usize>,
     started: Instant,
     sink: Arc<dyn Sink>,
-    /// Prices and the premium baseline, applied when the record is handed over.
-    finish: Box<dyn Fn(&mut Record) + Send + Sync>,
+    finish: Option<Finish>,
 }
 
 impl Drop for Live {
@@ -106,8 +123,9 @@ impl Drop for Live {
         if record.total_ms == 0 {
             record.total_ms = self.started.elapsed().as_millis() as u64;
         }
-        (self.finish)(&mut record);
-        self.sink.submit(record);
+        if let Some(finish) = self.finish.take() {
+            self.sink.submit(Box::new(Finished { record, finish }));
+        }
     }
 }
 
@@ -119,7 +137,7 @@ impl Trace {
     pub fn new(
         record: Record,
         sink: Arc<dyn Sink>,
-        finish: Box<dyn Fn(&mut Record) + Send + Sync>,
+        finish: Finish,
         capture: Option<usize>,
     ) -> Trace {
         Trace(Arc::new(Live {
@@ -127,7 +145,7 @@ impl Trace {
             capture,
             started: Instant::now(),
             sink,
-            finish,
+            finish: Some(finish),
         }))
     }
 

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags, params};
 
-use super::record::{Record, Sink};
+use super::Observer;
+use super::record::{Finished, Record, Sink};
 
 /// Records waiting for the writer at most; past this they are dropped and counted.
 const QUEUE: usize = 20_000;
@@ -31,14 +32,14 @@ pub struct Counters {
 
 /// The ledger as the gateway holds it: a queue to the writer, and the counters.
 pub struct SqliteLedger {
-    tx: SyncSender<Record>,
+    tx: SyncSender<Box<Finished>>,
     pub counters: Arc<Counters>,
     pub file: PathBuf,
 }
 
 impl Sink for SqliteLedger {
-    fn submit(&self, record: Record) {
-        match self.tx.try_send(record) {
+    fn submit(&self, finished: Box<Finished>) {
+        match self.tx.try_send(finished) {
             Ok(()) => {}
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
                 self.counters.dropped.fetch_add(1, Ordering::Relaxed);
@@ -113,7 +114,11 @@ pub fn open_reader(file: &Path) -> Result<Option<Connection>, String> {
 impl SqliteLedger {
     /// Open (or create) the ledger at `file` and start its writer. `retention_days` 0 keeps
     /// everything.
-    pub fn start(file: PathBuf, retention_days: u64) -> Result<SqliteLedger, String> {
+    pub fn start(
+        file: PathBuf,
+        retention_days: u64,
+        observe: Observer,
+    ) -> Result<SqliteLedger, String> {
         let connection = open_writer(&file)
             .map_err(|e| format!("cannot open the usage ledger {}: {e}", file.display()))?;
         // The database holds no secrets, but it is the user's history: theirs alone.
@@ -130,25 +135,35 @@ impl SqliteLedger {
         let writer_counters = counters.clone();
         std::thread::Builder::new()
             .name("usage-ledger".into())
-            .spawn(move || write_loop(connection, rx, &writer_counters, retention_days))
+            .spawn(move || {
+                write_loop(connection, rx, &writer_counters, retention_days, &observe);
+            })
             .map_err(|e| format!("cannot start the ledger writer: {e}"))?;
         Ok(SqliteLedger { tx, counters, file })
     }
 }
 
+/// The writer: each record is completed (priced, redacted), shown to the metrics, and
+/// inserted with whatever else is waiting, in one transaction.
 fn write_loop(
     mut connection: Connection,
-    rx: Receiver<Record>,
+    rx: Receiver<Box<Finished>>,
     counters: &Counters,
     retention_days: u64,
+    observe: &Observer,
 ) {
     let mut last_prune: Option<Instant> = None;
     let mut last_warning: Option<Instant> = None;
+    let complete = |finished: Box<Finished>| {
+        let record = finished.complete();
+        observe(&record);
+        record
+    };
     while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
+        let mut batch = vec![complete(first)];
         while batch.len() < BATCH {
             match rx.try_recv() {
-                Ok(record) => batch.push(record),
+                Ok(next) => batch.push(complete(next)),
                 Err(_) => break,
             }
         }
