@@ -721,6 +721,16 @@ impl Config {
                 });
             }
         }
+        if self.usage.retention_days > 36_500 {
+            return Err(ConfigError::Invalid {
+                origin: format!("{origin}:{}", key_line(text, "usage", "retention_days")),
+                field: "usage.retention_days".into(),
+                message: format!(
+                    "must be between 0 (keep everything) and 36500 (got {})",
+                    self.usage.retention_days
+                ),
+            });
+        }
         let capture = self.usage.capture_max_bytes as u64;
         if !(1024..=16 * 1024 * 1024).contains(&capture) {
             return Err(ConfigError::Invalid {

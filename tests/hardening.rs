@@ -435,6 +435,17 @@ fn config_that_would_break_serving_is_refused_with_file_line_key_and_range() {
             "gateway.max_body_bytes",
             "between 1024 and",
         ),
+        // The ledger's settings: a retention whose milliseconds overflow, a capture of nothing.
+        (
+            "[usage]\nretention_days = 999999999999",
+            "usage.retention_days",
+            "between 0 (keep everything) and 36500",
+        ),
+        (
+            "[usage]\ncapture_max_bytes = 0",
+            "usage.capture_max_bytes",
+            "between 1024 and",
+        ),
     ] {
         let clutch = Clutch::new().config(&format!("[gateway]\nauto_start = false\n{line}\n"));
         let out = clutch.xx(&["doctor"]).output();
@@ -446,7 +457,8 @@ fn config_that_would_break_serving_is_refused_with_file_line_key_and_range() {
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{stderr}");
-        assert!(stderr.contains("config.toml:3"), "{stderr}");
+        let at = 2 + line.lines().count();
+        assert!(stderr.contains(&format!("config.toml:{at}")), "{stderr}");
         assert!(stderr.contains(key) && stderr.contains(value), "{stderr}");
     }
     // A value with an unclosed `${` is never printed back: it may be a pasted key.

@@ -89,7 +89,12 @@ fn scripted_setup_keeps_the_provider_that_accepts_its_key_and_the_next_launch_wo
         .env("BAD_API_KEY", "a-wrong-key")
         .output();
     setup.assert_ok();
-    assert!(setup.stdout.contains("good"), "{setup}");
+    assert!(
+        setup
+            .stdout
+            .contains(&format!("testing good at {}/v1 … ok", good.url())),
+        "{setup}"
+    );
     assert!(
         setup
             .stdout

@@ -405,7 +405,7 @@ impl Call {
             encoder: None,
             usage,
             done: false,
-            emitted_chars: 0,
+            emitted_bytes: 0,
         }
         .into_response())
     }
@@ -510,7 +510,7 @@ impl Call {
             encoder: Some(encoder),
             usage,
             done: false,
-            emitted_chars: 0,
+            emitted_bytes: 0,
         }
         .into_response())
     }
@@ -708,8 +708,8 @@ struct Relay {
     encoder: Option<Box<dyn proto::StreamEncoder>>,
     usage: ir::Usage,
     done: bool,
-    /// Characters of answer text sent, for an estimate when the upstream never says.
-    emitted_chars: u64,
+    /// Bytes of answer text sent, for an estimate when the upstream never says.
+    emitted_bytes: u64,
 }
 
 impl Relay {
@@ -756,7 +756,7 @@ impl Relay {
             Ok(events) => {
                 track_usage(&mut self.usage, &events);
                 if self.call.trace.is_some() {
-                    self.emitted_chars += answer_chars(&events);
+                    self.emitted_bytes += answer_bytes(&events);
                 }
                 match &mut self.encoder {
                     Some(encoder) => {
@@ -804,18 +804,16 @@ impl Relay {
         }
         self.done = true;
     }
-}
 
-impl Relay {
     /// What a stream that did not end well used: the upstream's counts so far (its final
     /// ones never came, so the row is marked estimated), with the answer at least as long as
-    /// what was sent of it (four characters a token).
+    /// what was sent of it (four bytes a token).
     fn note_partial(&self, outcome: &str) {
         let Some(trace) = &self.call.trace else {
             return;
         };
         let mut usage = self.usage;
-        usage.output_tokens = usage.output_tokens.max(self.emitted_chars.div_ceil(4));
+        usage.output_tokens = usage.output_tokens.max(self.emitted_bytes.div_ceil(4));
         if usage.input_tokens > 0 || usage.output_tokens > 0 {
             trace.usage(&usage, true);
         }
@@ -832,17 +830,15 @@ impl Drop for Relay {
     }
 }
 
-/// Characters of text, thinking and tool arguments in `events`.
-fn answer_chars(events: &[StreamEvent]) -> u64 {
+/// Bytes of text, thinking and tool arguments in `events`.
+fn answer_bytes(events: &[StreamEvent]) -> u64 {
     events
         .iter()
         .map(|event| match event {
-            StreamEvent::TextDelta { text } | StreamEvent::ThinkingDelta { text } => {
-                text.chars().count() as u64
-            }
-            StreamEvent::ToolCallDelta { arguments, .. } => arguments.chars().count() as u64,
+            StreamEvent::TextDelta { text } | StreamEvent::ThinkingDelta { text } => text.len(),
+            StreamEvent::ToolCallDelta { arguments, .. } => arguments.len(),
             _ => 0,
-        })
+        } as u64)
         .sum()
 }
 

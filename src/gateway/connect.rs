@@ -48,7 +48,8 @@ pub struct Stream {
     forwarded: bool,
 }
 
-fn is_loopback(uri: &Uri) -> bool {
+/// Whether `uri` names this machine (`localhost` or a loopback address).
+pub fn is_loopback(uri: &Uri) -> bool {
     match uri.host() {
         Some(host) => {
             let host = host.trim_start_matches('[').trim_end_matches(']');
@@ -59,6 +60,11 @@ fn is_loopback(uri: &Uri) -> bool {
         }
         None => false,
     }
+}
+
+/// [`is_loopback`] for a URL as text; one that does not parse is not on this machine.
+pub fn is_loopback_url(url: &str) -> bool {
+    url.parse::<Uri>().is_ok_and(|uri| is_loopback(&uri))
 }
 
 /// `host:port` of a proxy, never its credentials.

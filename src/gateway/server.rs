@@ -213,9 +213,6 @@ pub async fn handle(
     }
 }
 
-/// Reads an unwanted body to its end and drops it (up to the size limit, within the header
-/// timeout for each gap), so the connection stays reusable: a client that pools connections
-/// must not find this one closed under it. A body that stalls is abandoned.
 /// An admin request's body: small JSON at most, so the first 64 KB; the rest is drained.
 async fn admin_body(gateway: &Gateway, mut body: Body) -> Vec<u8> {
     const MAX: usize = 64 * 1024;
@@ -236,6 +233,9 @@ async fn admin_body(gateway: &Gateway, mut body: Body) -> Vec<u8> {
     held
 }
 
+/// Reads an unwanted body to its end and drops it (up to the size limit, within the header
+/// timeout for each gap), so the connection stays reusable: a client that pools connections
+/// must not find this one closed under it. A body that stalls is abandoned.
 async fn drain(gateway: &Gateway, mut body: Body) {
     let (limit, gap) = {
         let routing = gateway.routing.load();

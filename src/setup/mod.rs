@@ -201,7 +201,9 @@ fn from_flag(spec: &str, store_keys: bool) -> Result<Candidate, Error> {
     };
     let key = match catalog::key_from_env(name) {
         Some((var, value)) => env_key(var, value, store_keys),
-        None if name == "local" || write::is_loopback(&base_url) => KeySource::None,
+        None if name == "local" || crate::gateway::connect::is_loopback_url(&base_url) => {
+            KeySource::None
+        }
         None if known.is_some() => {
             return Err(Error::Usage(format!(
                 "--provider {name}: {} is not set; export it, or run `xx setup` on a terminal to paste the key",

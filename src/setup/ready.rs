@@ -154,15 +154,16 @@ fn usable(paths: &Paths, profile: &str, reported: &[(Value, Reported)]) -> Resul
     )))
 }
 
-/// Whether a TCP connection to the URL's host and port opens within a moment. Only used for
-/// providers without a key, which are local servers in practice.
+/// Whether a TCP connection to the URL's host and port opens within a moment. Only a server
+/// on this machine is tried (no name look-up, so no wait on DNS); a keyless provider elsewhere
+/// is taken to answer, since only the gateway's own call can tell.
 pub fn answers(base_url: &str) -> bool {
     let Ok(uri) = base_url.parse::<axum::http::Uri>() else {
         return true;
     };
-    let Some(host) = uri.host() else {
+    if !crate::gateway::connect::is_loopback(&uri) {
         return true;
-    };
+    }
     let port = uri
         .port_u16()
         .unwrap_or(if uri.scheme_str() == Some("https") {
@@ -170,11 +171,17 @@ pub fn answers(base_url: &str) -> bool {
         } else {
             80
         });
+    let host = uri.host().unwrap_or("localhost");
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    let Ok(addrs) = std::net::ToSocketAddrs::to_socket_addrs(&(host, port)) else {
-        return true;
+    let addrs: Vec<std::net::SocketAddr> = match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => vec![(ip, port).into()],
+        // `localhost`: both loopback addresses, no resolver.
+        Err(_) => vec![
+            ([127, 0, 0, 1], port).into(),
+            (std::net::Ipv6Addr::LOCALHOST, port).into(),
+        ],
     };
     addrs
-        .into_iter()
-        .any(|addr| std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300)).is_ok())
+        .iter()
+        .any(|addr| std::net::TcpStream::connect_timeout(addr, Duration::from_millis(300)).is_ok())
 }

@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::agent::Protocol;
+use crate::gateway::connect::is_loopback_url;
 use crate::paths::Paths;
 
 /// Where a chosen provider's key comes from.
@@ -146,7 +147,7 @@ fn merge_providers(old: &str, chosen: &[Chosen]) -> Result<String, String> {
 fn profile_text(chosen: &[Chosen]) -> String {
     let (local, remote): (Vec<&Chosen>, Vec<&Chosen>) = chosen
         .iter()
-        .partition(|c| matches!(c.key, KeySource::None) && is_loopback(&c.base_url));
+        .partition(|c| matches!(c.key, KeySource::None) && is_loopback_url(&c.base_url));
     let ordered: Vec<&Chosen> = remote.iter().chain(&local).copied().collect();
     let names: Vec<&str> = ordered.iter().map(|c| c.name.as_str()).collect();
     let mut text = format!(
@@ -182,15 +183,4 @@ fn profile_text(chosen: &[Chosen]) -> String {
          [scenes]\nlong_context = \"big\"\nbackground = \"small\"\nthink = \"big\"\n",
     );
     text
-}
-
-pub fn is_loopback(url: &str) -> bool {
-    url.parse::<axum::http::Uri>().ok().is_some_and(|u| {
-        u.host().is_some_and(|h| {
-            let h = h.trim_start_matches('[').trim_end_matches(']');
-            h == "localhost"
-                || h.parse::<std::net::IpAddr>()
-                    .is_ok_and(|ip| ip.is_loopback())
-        })
-    })
 }

@@ -236,26 +236,7 @@ pub fn ensure_gateway(paths: &Paths, config: &Config) -> Result<(), Error> {
             config.gateway.url.as_str()
         )));
     }
-    let is_local = config
-        .gateway
-        .url
-        .as_str()
-        .parse::<axum::http::Uri>()
-        .ok()
-        .and_then(|u| {
-            let host = u
-                .host()?
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_string();
-            Some(
-                host == "localhost"
-                    || host
-                        .parse::<std::net::IpAddr>()
-                        .is_ok_and(|ip| ip.is_loopback()),
-            )
-        })
-        .unwrap_or(false);
+    let is_local = crate::gateway::connect::is_loopback_url(config.gateway.url.as_str());
     if !is_local {
         return Err(Error::Usage(format!(
             "the gateway at {} does not answer; clutch only starts a gateway on this machine, so start that one,              or point gateway.url at a local address",

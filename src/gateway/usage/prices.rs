@@ -267,7 +267,9 @@ pub fn rates(
             cache_write: info.cache_write_price.unwrap_or(input),
         });
     }
-    if model.ends_with(":free") || is_on_this_machine(provider.base_url.as_str()) {
+    if model.ends_with(":free")
+        || crate::gateway::connect::is_loopback_url(provider.base_url.as_str())
+    {
         return Some(Rates::default());
     }
     let key = format!(
@@ -331,19 +333,6 @@ pub fn premium_rates(requested: &str, prompt_tokens: u64, unix_ms: u64) -> Optio
         None
     })?;
     rates_of(table()[p].models[m].prices.current(unix_ms), prompt_tokens)
-}
-
-fn is_on_this_machine(base_url: &str) -> bool {
-    base_url
-        .parse::<axum::http::Uri>()
-        .ok()
-        .and_then(|u| u.host().map(str::to_string))
-        .is_some_and(|h| {
-            let h = h.trim_start_matches('[').trim_end_matches(']');
-            h == "localhost"
-                || h.parse::<std::net::IpAddr>()
-                    .is_ok_and(|ip| ip.is_loopback())
-        })
 }
 
 /// Every model the table prices, by price provider: for `xx usage --prices` style listings
