@@ -5,7 +5,7 @@ use std::io::Read as _;
 
 use crate::agent::plan::{self, Context, LaunchPlan, LaunchRequest};
 use crate::agent::{AgentSpec, Registry};
-use crate::cli::{LaunchArgs, ShellCommand, XxArgs, XxCommand};
+use crate::cli::{LaunchArgs, ScanCommand, ShellCommand, XxArgs, XxCommand};
 use crate::code::{Action, Code, Mode, Route};
 use crate::config::Config;
 use crate::error::Error;
@@ -97,6 +97,14 @@ pub fn run_xx(args: XxArgs) -> Result<i32, Error> {
                 json,
             },
         ),
+        Some(XxCommand::Scan { command }) => match command {
+            ScanCommand::Refresh { provider, json } => {
+                crate::gateway::scan::show::refresh(&paths, provider, json, false)
+            }
+            ScanCommand::Show { kind, json } => {
+                crate::gateway::scan::show::show(&paths, kind, json)
+            }
+        },
         Some(XxCommand::Gateway { listen }) => {
             crate::gateway::run_foreground(&paths, listen.as_deref())
         }
@@ -106,6 +114,18 @@ pub fn run_xx(args: XxArgs) -> Result<i32, Error> {
         }
         None => launch_agent(args.launch, &paths),
     }
+}
+
+/// The model-scan snapshot for the tier letters, or why there is none.
+fn scan_snapshot(
+    paths: &Paths,
+    config: &Config,
+) -> Result<crate::gateway::scan::snapshot::Snapshot, crate::gateway::scan::snapshot::Refused> {
+    use crate::gateway::scan::snapshot;
+    snapshot::load(
+        &snapshot::path(paths, &config.scan),
+        config.scan.max_age_hours,
+    )
 }
 
 /// `xx dashboard`: start the gateway if need be, then print (or open) the dashboard's URL.
@@ -178,12 +198,14 @@ fn launch_agent(args: LaunchArgs, paths: &Paths) -> Result<i32, Error> {
         new_session_id: if held { new_uuid() } else { None },
     };
     let env: BTreeMap<String, String> = std::env::vars().collect();
+    let snapshot = scan_snapshot(paths, &config);
     let ctx = Context {
         config: &config,
         config_path: config_path.display().to_string(),
         files_dir: paths.agent_files_dir(),
         is_root: nix::unistd::geteuid().is_root(),
         env: &env,
+        snapshot: snapshot.as_ref().map_err(ToString::to_string),
     };
     let plan = plan::build(spec, &request, &ctx)?;
 
@@ -327,12 +349,14 @@ fn restore(paths: &Paths) -> Result<i32, Error> {
                 record.agent_session.as_deref(),
             );
             let env: BTreeMap<String, String> = std::env::vars().collect();
+            let snapshot = scan_snapshot(&paths, &config);
             let ctx = Context {
                 config: &config,
                 config_path: config_path.display().to_string(),
                 files_dir: paths.agent_files_dir(),
                 is_root: nix::unistd::geteuid().is_root(),
                 env: &env,
+                snapshot: snapshot.as_ref().map_err(ToString::to_string),
             };
             let plan = plan::build(spec, &request, &ctx)?;
             let program = launch::find_program(spec)?;

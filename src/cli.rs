@@ -153,6 +153,12 @@ pub enum XxCommand {
     /// Choose providers, test each key against the provider and write the config: questions
     /// on a terminal, or from flags in a script.
     Setup(SetupArgs),
+    /// Model-scan: list, probe and rank every model your providers offer, for the `m f t r v s`
+    /// tier letters and profiles' `scan:<kind>` entries.
+    Scan {
+        #[command(subcommand)]
+        command: ScanCommand,
+    },
     /// Run the gateway in the foreground (Ctrl-C stops it).
     Gateway {
         /// Address to listen on instead of the one in gateway.url.
@@ -163,6 +169,27 @@ pub enum XxCommand {
     Completions {
         #[arg(value_enum)]
         shell: Shell,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ScanCommand {
+    /// List every provider's models, probe a few (free ones only by default), rank them per
+    /// kind and write the routing snapshot.
+    Refresh {
+        /// Only this provider.
+        #[arg(long, value_name = "P")]
+        provider: Option<String>,
+        /// Print the snapshot as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The ranking in force: every kind's top models, or one kind's list.
+    Show {
+        /// best, free, tool, reasoning, verifier or fast.
+        kind: Option<String>,
+        #[arg(long)]
+        json: bool,
     },
 }
 

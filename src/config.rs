@@ -84,6 +84,13 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
 #[serde(transparent)]
 pub struct EnvString(String);
 
+impl From<String> for EnvString {
+    /// A value taken as it is, with no `${VAR}` expansion.
+    fn from(value: String) -> EnvString {
+        EnvString(value)
+    }
+}
+
 impl EnvString {
     pub fn as_str(&self) -> &str {
         &self.0
@@ -172,6 +179,9 @@ pub struct Config {
     /// The usage ledger.
     #[serde(default)]
     pub usage: UsageConfig,
+    /// Model-scan: discovering, probing and ranking the models the providers offer.
+    #[serde(default)]
+    pub scan: ScanConfig,
     /// Keys from the secrets file beside the config (`xx setup` writes it), by provider.
     #[serde(skip)]
     pub secrets: BTreeMap<String, EnvString>,
@@ -370,6 +380,84 @@ impl Default for UsageConfig {
 
 fn default_retention_days() -> u64 {
     365
+}
+
+/// Model-scan (`[scan]`): refresh jobs that list every provider's models, probe a few, rank
+/// them per kind and write the routing snapshot the tier letters and `scan:<kind>` read.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScanConfig {
+    /// The supervisor runs a refresh job every `interval_hours` (with up to a tenth of it
+    /// as random delay, so several machines do not probe at once).
+    #[serde(default = "yes")]
+    pub jobs: bool,
+    #[serde(default = "default_scan_interval")]
+    pub interval_hours: f64,
+    /// Probe only free models (price 0, `:free`, local servers): refreshes spend nothing.
+    #[serde(default = "yes")]
+    pub free_only: bool,
+    /// Models probed per refresh (three small requests each).
+    #[serde(default = "default_scan_probes")]
+    pub max_probes: usize,
+    /// Probes in flight at once.
+    #[serde(default = "default_scan_concurrency")]
+    pub concurrency: usize,
+    /// Seconds one listing or probe may take.
+    #[serde(default = "default_scan_timeout")]
+    pub timeout_secs: u64,
+    /// Look for model servers on this machine's usual ports and offer them as providers.
+    #[serde(default = "yes")]
+    pub local_servers: bool,
+    /// Local servers at other addresses than the usual ones: name -> API root (`…/v1`).
+    #[serde(default)]
+    pub local: BTreeMap<String, EnvString>,
+    /// Models never used (`*` globs on `provider|model` or the model id).
+    #[serde(default)]
+    pub blocklist: Vec<String>,
+    /// A snapshot older than this many hours is refused.
+    #[serde(default = "default_scan_max_age")]
+    pub max_age_hours: f64,
+    /// Read the snapshot from here instead of the state dir (another producer's, say).
+    #[serde(default)]
+    pub snapshot: Option<EnvString>,
+}
+
+fn default_scan_interval() -> f64 {
+    6.0
+}
+
+fn default_scan_probes() -> usize {
+    20
+}
+
+fn default_scan_concurrency() -> usize {
+    4
+}
+
+fn default_scan_timeout() -> u64 {
+    20
+}
+
+fn default_scan_max_age() -> f64 {
+    72.0
+}
+
+impl Default for ScanConfig {
+    fn default() -> Self {
+        ScanConfig {
+            jobs: true,
+            interval_hours: default_scan_interval(),
+            free_only: true,
+            max_probes: default_scan_probes(),
+            concurrency: default_scan_concurrency(),
+            timeout_secs: default_scan_timeout(),
+            local_servers: true,
+            local: BTreeMap::new(),
+            blocklist: Vec::new(),
+            max_age_hours: default_scan_max_age(),
+            snapshot: None,
+        }
+    }
 }
 
 /// Where the gateway is and how agents authenticate to it.
@@ -738,6 +826,23 @@ impl Config {
                 field: "usage.capture_max_bytes".into(),
                 message: format!("must be between 1024 and 16777216 (got {capture})"),
             });
+        }
+        let scan = &self.scan;
+        let scan_ranges: [(&str, f64, f64, f64); 5] = [
+            ("interval_hours", scan.interval_hours, 0.0003, 24.0 * 365.0),
+            ("max_probes", scan.max_probes as f64, 0.0, 1000.0),
+            ("concurrency", scan.concurrency as f64, 1.0, 64.0),
+            ("timeout_secs", scan.timeout_secs as f64, 1.0, 600.0),
+            ("max_age_hours", scan.max_age_hours, 0.01, 24.0 * 365.0),
+        ];
+        for (key, value, low, high) in scan_ranges {
+            if !(low..=high).contains(&value) {
+                return Err(ConfigError::Invalid {
+                    origin: format!("{origin}:{}", key_line(text, "scan", key)),
+                    field: format!("scan.{key}"),
+                    message: format!("must be between {low} and {high} (got {value})"),
+                });
+            }
         }
         if g.breaker_max_cooldown_secs < g.breaker_cooldown_secs {
             return Err(ConfigError::Invalid {

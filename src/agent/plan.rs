@@ -39,6 +39,8 @@ pub struct Context<'a> {
     pub is_root: bool,
     /// The inherited environment.
     pub env: &'a BTreeMap<String, String>,
+    /// The model-scan snapshot the `m f t r v s` letters read, or why there is none.
+    pub snapshot: Result<&'a crate::gateway::scan::snapshot::Snapshot, String>,
 }
 
 /// A file clutch writes before the agent starts.
@@ -121,7 +123,7 @@ pub fn build(
     let (template_name, template) = select_template(spec, &code, request)?;
 
     let mut notices = Vec::new();
-    let (model, slot_profile) = resolve_model(&code, request, ctx)?;
+    let (model, slot_profile) = resolve_model(&code, request, ctx, &mut notices)?;
     let base_profile = request
         .profile
         .clone()
@@ -488,6 +490,7 @@ fn resolve_model(
     code: &Code,
     request: &LaunchRequest,
     ctx: &Context<'_>,
+    notices: &mut Vec<String>,
 ) -> Result<(Option<String>, Option<String>), PlanError> {
     let config = ctx.config;
     let tier_pick = match code.tier {
@@ -503,20 +506,37 @@ fn resolve_model(
                 });
             }
         },
-        Some(Tier::Scan(kind)) => match config.selectors.get(kind.name()) {
-            Some(model) => (Some(model.as_str().to_string()), None),
-            None => {
-                return Err(PlanError::UnresolvedTier {
-                    letter: code.tier.map_or('?', Tier::letter),
-                    what: format!(
-                        "model-scan `{}`; no model-scan snapshot has been written yet",
-                        kind.name()
-                    ),
-                    fix: format!("`{} = \"<model>\"` under [selectors]", kind.name()),
-                    config: ctx.config_path.clone(),
-                });
+        Some(Tier::Scan(kind)) => {
+            // Through the gateway a ranked model is named `provider|model`; straight to the
+            // agent's own provider, by its id alone.
+            let ranked = ctx.snapshot.as_ref().ok().and_then(|s| s.best(kind));
+            let why_not = match &ctx.snapshot {
+                Ok(_) => format!("the model-scan snapshot ranks no `{}` model", kind.name()),
+                Err(why) => why.clone(),
+            };
+            match (ranked, config.selectors.get(kind.name())) {
+                (Some(best), _) if code.route.uses_gateway() => {
+                    (Some(best.api_model.clone()), None)
+                }
+                (Some(best), _) => (Some(best.model_id.clone()), None),
+                (None, Some(model)) => {
+                    notices.push(format!(
+                        "{why_not}; using [selectors] {} = \"{}\"",
+                        kind.name(),
+                        model.as_str()
+                    ));
+                    (Some(model.as_str().to_string()), None)
+                }
+                (None, None) => {
+                    return Err(PlanError::UnresolvedTier {
+                        letter: code.tier.map_or('?', Tier::letter),
+                        what: format!("model-scan `{}`; {why_not}", kind.name()),
+                        fix: format!("`{} = \"<model>\"` under [selectors]", kind.name()),
+                        config: ctx.config_path.clone(),
+                    });
+                }
             }
-        },
+        }
         Some(Tier::Slot(n)) => {
             let digit = char::from(b'0' + n);
             match config.slots.get(&digit) {

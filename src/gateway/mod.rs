@@ -12,6 +12,7 @@ pub mod proto;
 pub mod quota;
 pub mod ratelimit;
 pub mod route;
+pub mod scan;
 pub mod secrets;
 pub mod server;
 pub mod sse;
@@ -53,6 +54,8 @@ pub struct Gateway {
     pub metrics: Arc<admin::metrics::Metrics>,
     /// Limits on calls and request body bytes held at once.
     pub admission: admission::Admission,
+    /// The model-scan snapshot in force.
+    pub scan: scan::snapshot::Live,
     /// What admin endpoints want even on loopback (see [`admin::token`]).
     admin_token: String,
     paths: Paths,
@@ -82,18 +85,40 @@ pub struct Routing {
     pub premium_model: Option<String>,
     /// Bytes of each body kept with its ledger row (None: bodies are not kept).
     pub capture: Option<usize>,
+    /// Models never routed to (`scan.blocklist`).
+    pub blocklist: Vec<String>,
+    /// Where the model-scan snapshot is read from, and the oldest one accepted.
+    pub scan_file: std::path::PathBuf,
+    pub scan_max_age_hours: f64,
 }
 
 impl Routing {
     /// Read and check the config and profiles under `paths`.
     pub fn load(paths: &Paths) -> Result<(Config, Routing), ConfigError> {
         let config = Config::load(&paths.config_file())?;
-        let routing = Routing::from_config(&config, paths)?;
+        let file = scan::snapshot::path(paths, &config.scan);
+        let snapshot = scan::snapshot::load(&file, config.scan.max_age_hours).ok();
+        let routing = Routing::from_config(&config, paths, snapshot.as_ref())?;
         Ok((config, routing))
     }
 
-    fn from_config(config: &Config, paths: &Paths) -> Result<Routing, ConfigError> {
-        let provider_configs = config.all_providers();
+    /// `snapshot`'s local model servers join the providers (unless the config names one
+    /// the same, or `scan.local_servers` is off).
+    fn from_config(
+        config: &Config,
+        paths: &Paths,
+        snapshot: Option<&scan::snapshot::Snapshot>,
+    ) -> Result<Routing, ConfigError> {
+        let mut provider_configs = config.all_providers();
+        if config.scan.local_servers
+            && let Some(snapshot) = snapshot
+        {
+            for (name, base_url) in &snapshot.local_servers {
+                if !config.providers.contains_key(name) && crate::config::is_plain_value(name) {
+                    provider_configs.insert(name.clone(), scan::local_provider(base_url));
+                }
+            }
+        }
         let mut providers = BTreeMap::new();
         for (name, provider) in &provider_configs {
             let ready = Provider::new(name, provider).map_err(|message| ConfigError::Invalid {
@@ -154,6 +179,9 @@ impl Routing {
                 .usage
                 .capture_bodies
                 .then_some(config.usage.capture_max_bytes),
+            blocklist: config.scan.blocklist.clone(),
+            scan_file: scan::snapshot::path(paths, &config.scan),
+            scan_max_age_hours: config.scan.max_age_hours,
         })
     }
 }
@@ -254,8 +282,15 @@ impl Gateway {
                 spent.add(&provider, tokens, cost);
             }
         }
+        let scan = scan::snapshot::Live::default();
+        scan.reload(
+            &scan::snapshot::path(paths, &config.scan),
+            config.scan.max_age_hours,
+        );
+        let routing = Routing::from_config(config, paths, scan.get().as_deref())?;
         Ok(Gateway {
-            routing: arc_swap::ArcSwap::from_pointee(Routing::from_config(config, paths)?),
+            routing: arc_swap::ArcSwap::from_pointee(routing),
+            scan,
             client: upstream::client(&config.gateway),
             started: Instant::now(),
             stats: Stats::default(),
@@ -279,7 +314,20 @@ impl Gateway {
     /// Re-read the config and profiles. An invalid new config is rejected with its error and
     /// the old one stays; requests in flight finish on the config they started with.
     pub fn reload(&self) -> Result<(), ConfigError> {
-        let (config, routing) = Routing::load(&self.paths)?;
+        let config = match Config::load(&self.paths.config_file()) {
+            Ok(config) => config,
+            Err(error) => {
+                // A broken config does not hold back a new snapshot.
+                let old = self.routing.load();
+                self.scan.reload(&old.scan_file, old.scan_max_age_hours);
+                return Err(error);
+            }
+        };
+        self.scan.reload(
+            &scan::snapshot::path(&self.paths, &config.scan),
+            config.scan.max_age_hours,
+        );
+        let routing = Routing::from_config(&config, &self.paths, self.scan.get().as_deref())?;
         self.breakers.set_settings(breaker_settings(&config));
         // A provider whose key, URL or headers changed starts afresh: the faults and rate
         // limits of its old settings (a wrong key, most often) say nothing about the new.
@@ -306,6 +354,7 @@ impl Gateway {
         let mut files = vec![
             self.paths.config_file(),
             self.paths.config_dir.join(crate::keys::SECRETS_FILE),
+            self.routing.load().scan_file.clone(),
         ];
         if let Ok(entries) = std::fs::read_dir(self.paths.user_profiles_dir()) {
             files.extend(entries.flatten().map(|e| e.path()));

@@ -155,7 +155,35 @@ impl Profiles {
                         .iter()
                         .map(|(k, v)| (format!("model_map.\"{k}\""), v)),
                 );
+            let scan_references = profile
+                .tiers
+                .iter()
+                .flat_map(|(t, spec)| {
+                    std::iter::once((format!("tiers.{t}.model"), &spec.model)).chain(
+                        spec.cascade
+                            .iter()
+                            .map(move |c| (format!("tiers.{t}.cascade"), c)),
+                    )
+                })
+                .chain(
+                    profile
+                        .toolcall_models
+                        .iter()
+                        .map(|m| ("toolcall_models".to_string(), m)),
+                );
+            for (field, reference) in scan_references {
+                if let Some(Err(message)) = scan_reference(reference) {
+                    return Err(ConfigError::Invalid {
+                        origin: origin_of(reference),
+                        field,
+                        message,
+                    });
+                }
+            }
             for (field, target) in targets {
+                if scan_reference(target).is_some() {
+                    continue;
+                }
                 if let Some((provider, _)) = target.split_once('|')
                     && !providers.contains_key(provider)
                 {
@@ -273,6 +301,56 @@ impl Scene {
     }
 }
 
+/// What model-scan adds to a plan: the snapshot in force (its ranked candidates fill
+/// `scan:<kind>` entries) and the blocklists (the config's and the snapshot's), which apply to
+/// every candidate.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Ranked<'a> {
+    pub snapshot: Option<&'a crate::gateway::scan::snapshot::Snapshot>,
+    pub blocklist: &'a [String],
+    /// Why no snapshot is in force, for the error when a plan needs one.
+    pub missing: Option<&'a str>,
+}
+
+impl Ranked<'_> {
+    fn blocked(&self, target: &Target) -> bool {
+        crate::gateway::scan::snapshot::blocked(self.blocklist, &target.provider, &target.model)
+            || self
+                .snapshot
+                .is_some_and(|s| s.blocked(&target.provider, &target.model))
+    }
+}
+
+/// Ranked models a `scan:<kind>` entry stands for when no count is given.
+pub const SCAN_DEFAULT_COUNT: usize = 3;
+
+/// `scan:<kind>` or `scan:<kind>:<count>`: None when `reference` is not one, else the kind and
+/// count or what is wrong with it.
+pub fn scan_reference(reference: &str) -> Option<Result<(crate::code::ScanKind, usize), String>> {
+    let rest = reference.strip_prefix("scan:")?;
+    let (kind, count) = match rest.split_once(':') {
+        Some((kind, count)) => (kind, Some(count)),
+        None => (rest, None),
+    };
+    let Some(kind) = crate::gateway::scan::snapshot::kind_named(kind) else {
+        return Some(Err(format!(
+            "`{reference}`: `{kind}` is not a model-scan kind (best, free, tool, reasoning, verifier, fast)"
+        )));
+    };
+    let count = match count {
+        None => SCAN_DEFAULT_COUNT,
+        Some(count) => match count.parse::<usize>() {
+            Ok(n) if (1..=20).contains(&n) => n,
+            _ => {
+                return Some(Err(format!(
+                    "`{reference}`: the count after the kind must be a number from 1 to 20"
+                )));
+            }
+        },
+    };
+    Some(Ok((kind, count)))
+}
+
 /// The ordered, de-duplicated upstreams to try for one request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
@@ -305,6 +383,7 @@ pub fn plan(
     estimate: u64,
     bypass: bool,
     providers: &BTreeMap<String, ProviderConfig>,
+    ranked: Ranked<'_>,
 ) -> Result<Plan, ApiError> {
     let requested = request.model.as_str();
     let target_of = |reference: &str| -> Result<Target, ApiError> {
@@ -407,11 +486,42 @@ pub fn plan(
     references.push(spec.model.clone());
     references.extend(spec.cascade.iter().cloned());
 
+    let mut targets: Vec<Target> = Vec::new();
+    let mut scan_wanted = false;
+    for reference in references {
+        match scan_reference(&reference) {
+            None => targets.push(target_of(&reference)?),
+            Some(Err(message)) => return Err(ApiError::invalid(message)),
+            Some(Ok((kind, count))) => {
+                scan_wanted = true;
+                let Some(snapshot) = ranked.snapshot else {
+                    continue;
+                };
+                // Tool-capable models only when the request offers tools.
+                targets.extend(
+                    snapshot
+                        .ranked(kind)
+                        .filter(|c| request.tools.is_empty() || c.has_tools)
+                        .filter(|c| providers.contains_key(&c.provider))
+                        .take(count)
+                        .map(|c| Target {
+                            provider: c.provider.clone(),
+                            model: c.model_id.clone(),
+                        }),
+                );
+            }
+        }
+    }
     let mut candidates: Vec<Target> = Vec::new();
     let mut too_small = Vec::new();
-    for reference in references {
-        let target = target_of(&reference)?;
-        if candidates.contains(&target) || too_small.contains(&target) {
+    let mut blocked = Vec::new();
+    for target in targets {
+        if candidates.contains(&target) || too_small.contains(&target) || blocked.contains(&target)
+        {
+            continue;
+        }
+        if ranked.blocked(&target) {
+            blocked.push(target);
             continue;
         }
         let window = providers
@@ -424,6 +534,31 @@ pub fn plan(
             }
             _ => candidates.push(target),
         }
+    }
+    let named = |targets: &[Target]| {
+        targets
+            .iter()
+            .map(|t| format!("{}|{}", t.provider, t.model))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if candidates.is_empty() && too_small.is_empty() {
+        let why = if !blocked.is_empty() {
+            format!(
+                "every candidate is on the model-scan blocklist ({}); change scan.blocklist in config.toml or pick another model",
+                named(&blocked)
+            )
+        } else if scan_wanted {
+            format!(
+                "the routing profile asks for model-scan models and none is ranked: {}",
+                ranked
+                    .missing
+                    .unwrap_or("no model-scan snapshot yet; run `xx scan refresh`")
+            )
+        } else {
+            "the routing profile names no model for this request".to_string()
+        };
+        return Err(ApiError::new(ErrorKind::Api, why));
     }
     if candidates.is_empty() {
         return Err(ApiError::invalid(format!(

@@ -575,12 +575,22 @@ async fn traced_call(
         Err(error) => return error_response(protocol, &error),
     };
     let bypass = profile.as_deref().is_some_and(|p| p.ends_with("-bypass"));
+    let scan_snapshot = gateway.scan.get();
+    let scan_refused = match &scan_snapshot {
+        Some(_) => None,
+        None => gateway.scan.refused(),
+    };
     let plan = match route::plan(
         profile_spec,
         &request,
         estimate,
         bypass,
         &routing.provider_configs,
+        route::Ranked {
+            snapshot: scan_snapshot.as_deref(),
+            blocklist: &routing.blocklist,
+            missing: scan_refused.as_deref(),
+        },
     ) {
         Ok(plan) => plan,
         Err(error) => return error_response(protocol, &error),

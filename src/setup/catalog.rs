@@ -1,6 +1,7 @@
 //! The providers `xx setup` knows by name: where each lives, the protocol it speaks, the
 //! variable its key is usually kept in, and the models it gives each tier when the
-//! provider lists them; plus the local model servers it looks for.
+//! provider lists them. The local model servers it looks for are model-scan's
+//! ([`crate::gateway::scan::discover::LOCAL_SERVERS`]).
 
 use crate::agent::Protocol;
 
@@ -65,13 +66,6 @@ pub const KNOWN: &[Known] = &[
         key_vars: &["DEEPSEEK_API_KEY"],
         tiers: ["deepseek-reasoner", "deepseek-chat", "deepseek-chat"],
     },
-];
-
-/// OpenAI-compatible servers people run locally, at their default addresses.
-pub const LOCAL_SERVERS: &[(&str, &str)] = &[
-    ("Ollama", "http://127.0.0.1:11434/v1"),
-    ("LM Studio", "http://127.0.0.1:1234/v1"),
-    ("llama.cpp", "http://127.0.0.1:8080/v1"),
 ];
 
 pub fn known(name: &str) -> Option<&'static Known> {

@@ -13,8 +13,9 @@ use std::time::Duration;
 use crate::agent::Protocol;
 use crate::cli::SetupArgs;
 use crate::error::Error;
+use crate::gateway::scan::discover::LOCAL_SERVERS;
 use crate::paths::Paths;
-use catalog::{KNOWN, LOCAL_SERVERS};
+use catalog::KNOWN;
 use probe::Probe;
 use write::{Chosen, KeySource};
 
@@ -188,7 +189,7 @@ fn from_flag(spec: &str, store_keys: bool) -> Result<Candidate, Error> {
             Some((_, url, _)) => url.to_string(),
             None => {
                 return Err(Error::Usage(
-                    "--provider local: no local model server answers at its usual address (Ollama 11434, LM Studio 1234, llama.cpp 8080); give its URL as local=URL".into(),
+                    "--provider local: no local model server answers at its usual address (Ollama 11434, LM Studio 1234, llama.cpp 8080, vLLM 8000, Jan 1337, text-generation-webui 5000, KoboldCpp 5001); give its URL as local=URL".into(),
                 ));
             }
         },
@@ -252,7 +253,7 @@ fn accept(candidate: Candidate, tiers: [String; 3]) -> Chosen {
 
 /// The first local model server that lists models: its label, URL and model count.
 fn find_local_server() -> Option<(&'static str, &'static str, usize)> {
-    LOCAL_SERVERS.iter().find_map(|(label, url)| {
+    LOCAL_SERVERS.iter().find_map(|(_, label, url)| {
         let address = url
             .trim_start_matches("http://")
             .split('/')

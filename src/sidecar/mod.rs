@@ -149,7 +149,7 @@ pub fn create_private_dir(dir: &Path) -> Result<(), Error> {
 }
 
 /// The hidden entry points both binaries re-execute themselves with: `__supervise` (the
-/// supervisor) and `__gateway` (the gateway as a service). None for any other argv.
+/// supervisor), `__gateway` (the gateway as a service) and `__scan_refresh` (a model-scan job). None for any other argv.
 pub fn hidden_entry() -> Option<Result<i32, Error>> {
     let arg = std::env::args().nth(1)?;
     let paths = Paths::from_env();
@@ -161,6 +161,10 @@ pub fn hidden_entry() -> Option<Result<i32, Error>> {
             supervisor::run(&paths, services(&config, &exe)?)
         })()),
         "__gateway" => Some(crate::gateway::run_foreground(&paths, None)),
+        // The supervisor's model-scan job.
+        "__scan_refresh" => Some(crate::gateway::scan::show::refresh(
+            &paths, None, false, true,
+        )),
         "__hold" => Some(match std::env::args().nth(2) {
             Some(name) => crate::session::holder::run(&paths, &name),
             None => Err(Error::Usage("__hold needs a session name".into())),
