@@ -63,6 +63,7 @@ fn plan_one(
         files_dir: PathBuf::from("/home/u/.local/state/clutch/agent-files"),
         is_root,
         env,
+        snapshot: Err("no model-scan snapshot yet; run `xx scan refresh`".into()),
     };
     let request = LaunchRequest {
         code: Some(code),
@@ -293,6 +294,7 @@ fn a_configured_token_is_masked_in_the_dry_run_command() {
         files_dir: PathBuf::from("/f"),
         is_root: false,
         env: &env,
+        snapshot: Err("no snapshot".into()),
     };
     for letter in ['c', 'x', 'e', 'q', 'o', 'p', 'h'] {
         let code = code::parse(&format!("{letter}ip"), &registry.letters()).unwrap();

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use clutch::config::ProviderConfig;
 use clutch::gateway::ir::Request;
 use clutch::gateway::proto::{self, Protocol};
-use clutch::gateway::route::{Plan, Profile, Scene, Target, plan};
+use clutch::gateway::route::{Plan, Profile, Ranked, Scene, Target, plan};
 use serde_json::{Value, json};
 
 const PROFILE: &str = r#"
@@ -78,6 +78,7 @@ fn route(profile: &Profile, request: &Request) -> Plan {
         request.estimate_tokens(),
         false,
         &providers(),
+        Ranked::default(),
     )
     .unwrap()
 }
@@ -248,7 +249,15 @@ fn explicit_models_win_and_bypass_keeps_the_requested_model() {
         "a model a provider lists"
     );
     let request = req("claude-opus-5-5");
-    let bypass = plan(&p, &request, request.estimate_tokens(), true, &providers()).unwrap();
+    let bypass = plan(
+        &p,
+        &request,
+        request.estimate_tokens(),
+        true,
+        &providers(),
+        Ranked::default(),
+    )
+    .unwrap();
     assert_eq!(
         bypass.candidates,
         [Target {
@@ -312,4 +321,109 @@ fn real_claude_code_requests_land_on_the_intended_tiers() {
         (plan.scene, ids(&plan)),
         (Some(Scene::Background), vec!["p|small".to_string()])
     );
+}
+
+/// A snapshot ranking `free`: `q|ranked-1` (no tools), `q|ranked-2` and `p|ranked-3` (tools).
+fn snapshot() -> clutch::gateway::scan::snapshot::Snapshot {
+    let candidate = |provider: &str, model: &str, fitness: f64, tools: bool| {
+        json!({"model_id": model, "provider": provider, "api_model": format!("{provider}|{model}"),
+               "fitness": fitness, "price_blended": 0.0, "has_tools": tools})
+    };
+    serde_json::from_value(json!({
+        "schema_version": "1.0.0",
+        "generated_at": "2026-12-03T00:00:00Z",
+        "blocklist": ["*banned*"],
+        "slots": {"free": {"label": "Best free", "eval_mode": "free", "best": null, "candidates": [
+            candidate("q", "ranked-1", 90.0, false),
+            candidate("q", "banned-model", 85.0, true),
+            candidate("q", "ranked-2", 80.0, true),
+            candidate("p", "ranked-3", 70.0, true),
+            candidate("nowhere", "unknown-provider", 60.0, true),
+        ]}}
+    }))
+    .unwrap()
+}
+
+#[test]
+fn a_scan_entry_stands_for_the_snapshots_ranked_models_of_its_kind() {
+    let p = profile("").tap_cascade("middle", &["scan:free"]);
+    let snapshot = snapshot();
+    let ranked = Ranked {
+        snapshot: Some(&snapshot),
+        blocklist: &[],
+        missing: None,
+    };
+    let plain = anthropic(json!({"model": "claude-sonnet-4", "max_tokens": 1000,
+        "messages": [{"role": "user", "content": "hi"}]}));
+    let found = plan(&p, &plain, 10, false, &providers(), ranked).unwrap();
+    assert_eq!(
+        ids(&found),
+        ["p|middle", "q|ranked-1", "q|ranked-2", "p|ranked-3"],
+        "three ranked models by default, the snapshot's blocklist applied, unknown providers left out"
+    );
+    // With tools offered, only tool-capable ranked models (and the profile's tool model).
+    let with_tools = anthropic(json!({"model": "claude-sonnet-4", "max_tokens": 1000,
+        "messages": [{"role": "user", "content": "hi"}],
+        "tools": [{"name": "Bash", "input_schema": {"type": "object"}}]}));
+    let found = plan(&p, &with_tools, 10, false, &providers(), ranked).unwrap();
+    assert_eq!(
+        ids(&found),
+        ["tools|caller", "p|middle", "q|ranked-2", "p|ranked-3"]
+    );
+    let two = profile("").tap_cascade("middle", &["scan:free:1"]);
+    let found = plan(&two, &plain, 10, false, &providers(), ranked).unwrap();
+    assert_eq!(ids(&found), ["p|middle", "q|ranked-1"]);
+}
+
+#[test]
+fn the_blocklist_applies_to_every_candidate_and_says_so_when_nothing_is_left() {
+    let p = profile("");
+    let blocklist = vec!["p|middle".to_string(), "*-2".to_string()];
+    let ranked = Ranked {
+        snapshot: None,
+        blocklist: &blocklist,
+        missing: None,
+    };
+    let plain = anthropic(json!({"model": "claude-sonnet-4", "max_tokens": 1000,
+        "messages": [{"role": "user", "content": "hi"}]}));
+    let error = plan(&p, &plain, 10, false, &providers(), ranked).unwrap_err();
+    assert!(
+        error.message.contains("blocklist") && error.message.contains("p|middle, q|middle-2"),
+        "{}",
+        error.message
+    );
+    let explicit = anthropic(json!({"model": "q|other", "max_tokens": 1000,
+        "messages": [{"role": "user", "content": "hi"}]}));
+    let found = plan(&p, &explicit, 10, false, &providers(), ranked).unwrap();
+    assert_eq!(ids(&found), ["q|other"]);
+}
+
+#[test]
+fn a_profile_of_only_scan_entries_without_a_snapshot_names_the_reason() {
+    let mut p = profile("");
+    p.tiers.get_mut("middle").unwrap().model = "scan:free".into();
+    p.tiers.get_mut("middle").unwrap().cascade.clear();
+    let ranked = Ranked {
+        snapshot: None,
+        blocklist: &[],
+        missing: Some("routing_snapshot.json is stale: generated 80.0 hours ago"),
+    };
+    let plain = anthropic(json!({"model": "claude-sonnet-4", "max_tokens": 1000,
+        "messages": [{"role": "user", "content": "hi"}]}));
+    let error = plan(&p, &plain, 10, false, &providers(), ranked).unwrap_err();
+    assert!(error.message.contains("is stale"), "{}", error.message);
+    assert!(clutch::gateway::route::scan_reference("scan:cheap").unwrap().is_err());
+    assert!(clutch::gateway::route::scan_reference("scan:free:99").unwrap().is_err());
+}
+
+trait TapCascade {
+    fn tap_cascade(self, tier: &str, cascade: &[&str]) -> Self;
+}
+
+impl TapCascade for Profile {
+    /// The profile with `tier`'s cascade replaced.
+    fn tap_cascade(mut self, tier: &str, cascade: &[&str]) -> Profile {
+        self.tiers.get_mut(tier).unwrap().cascade = cascade.iter().map(|c| c.to_string()).collect();
+        self
+    }
 }
