@@ -48,11 +48,11 @@ pub fn run_proxies(args: crate::cli::ProxiesArgs) -> Result<i32, Error> {
             command: ConfigCommand::Check,
         } => commands::config_check(&paths),
         ProxiesCommand::Service {
-            command: ServiceCommand::Install,
-        } => commands::service(&paths, true),
+            command: ServiceCommand::Install { scan_timer },
+        } => commands::service(&paths, true, scan_timer),
         ProxiesCommand::Service {
             command: ServiceCommand::Uninstall,
-        } => commands::service(&paths, false),
+        } => commands::service(&paths, false, false),
     }
 }
 

@@ -280,7 +280,13 @@ pub enum ConfigCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum ServiceCommand {
-    Install,
+    /// Write and enable a systemd user unit that runs the supervisor.
+    Install {
+        /// Also a timer that runs the model-scan refresh every scan.interval_hours.
+        #[arg(long)]
+        scan_timer: bool,
+    },
+    /// Disable and remove the units.
     Uninstall,
 }
 

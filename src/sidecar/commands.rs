@@ -292,9 +292,18 @@ fn status_value(paths: &Paths, config: &Config) -> (Value, bool) {
     .and_then(|b| serde_json::from_str::<Value>(&b).ok())
     .map(|stats| stats["period"].clone())
     .filter(|period| !period.is_null());
+    let jobs: Vec<Value> = if state.is_some() {
+        super::jobs::read_states(paths)
+            .iter()
+            .filter_map(|job| serde_json::to_value(job).ok())
+            .collect()
+    } else {
+        Vec::new()
+    };
     let value = json!({
         "supervisor": state.as_ref().map(|s| json!({"pid": s.pid, "uptime": uptime(Some(s.started_at))})),
         "services": services,
+        "jobs": jobs,
         "breakers": breakers,
         "today": usage,
         "healthy": healthy,
@@ -357,6 +366,9 @@ fn print_status(paths: &Paths, config: &Config, json_out: bool) -> Result<bool, 
             println!("    | {}", line.as_str().unwrap_or(""));
         }
     }
+    for job in value["jobs"].as_array().map(Vec::as_slice).unwrap_or(&[]) {
+        println!("{}", job_line(job, state::now()));
+    }
     match &value["breakers"] {
         Value::Null => println!("breakers: the gateway reports none"),
         b => {
@@ -373,6 +385,38 @@ fn print_status(paths: &Paths, config: &Config, json_out: bool) -> Result<bool, 
         println!("{line}");
     }
     Ok(healthy)
+}
+
+/// `job scan-refresh: every 6h; last run 12m ago: ok (…); next in 5h 48m`
+fn job_line(job: &Value, now: u64) -> String {
+    let ago = |secs: u64| humantime::format_duration(Duration::from_secs(secs)).to_string();
+    let name = job["name"].as_str().unwrap_or("-");
+    if job["enabled"] != Value::Bool(true) {
+        return format!("job {name}: off (scan.jobs = false)");
+    }
+    let every = ago(job["interval_secs"].as_u64().unwrap_or(0));
+    let last = if job["running"] == Value::Bool(true) {
+        "running now".to_string()
+    } else {
+        match job["last_finished"].as_u64() {
+            None => "not run yet".to_string(),
+            Some(at) => format!(
+                "last run {} ago: {} ({})",
+                ago(now.saturating_sub(at)),
+                job["last_result"].as_str().unwrap_or("-"),
+                job["last_message"].as_str().unwrap_or("")
+            ),
+        }
+    };
+    let next = match job["next_run"].as_u64() {
+        Some(at) if at > now => format!("next in {}", ago(at - now)),
+        Some(_) => "next now".to_string(),
+        None => "not scheduled".to_string(),
+    };
+    format!(
+        "job {name}: every {every}; {last}; {next}; {} runs, {} failed",
+        job["runs"], job["failures"]
+    )
 }
 
 /// Today's spend and saving and the last minute's rates, from the gateway's usage ledger.
@@ -684,10 +728,37 @@ pub fn config_check(paths: &Paths) -> Result<i32, Error> {
     Ok(0)
 }
 
-/// `proxies service install|uninstall`: a systemd user unit that runs the supervisor.
-pub fn service(paths: &Paths, install: bool) -> Result<i32, Error> {
+/// `proxies service install|uninstall`: a systemd user unit that runs the supervisor, and
+/// with `--scan-timer` a timer that runs the model-scan refresh on its own.
+pub fn service(paths: &Paths, install: bool, scan_timer: bool) -> Result<i32, Error> {
     let dir = paths.systemd_user_dir();
     let unit = dir.join("clutch.service");
+    let timer = dir.join("clutch-scan.timer");
+    let timer_service = dir.join("clutch-scan.service");
+    if install && scan_timer {
+        let config = load(paths)?;
+        let exe = std::env::current_exe().map_err(|e| Error::io("cannot find this program", e))?;
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
+        let mut service = format!(
+            "[Unit]\nDescription=clutch model-scan refresh\n\n[Service]\nType=oneshot\nExecStart={} __scan_refresh\n",
+            exe.display()
+        );
+        if let Ok(home) = std::env::var("CLUTCH_HOME") {
+            service.push_str(&format!("Environment=CLUTCH_HOME={home}\n"));
+        }
+        let seconds = ((config.scan.interval_hours * 3600.0) as u64).max(60);
+        let text = format!(
+            "[Unit]\nDescription=clutch model-scan refresh every {}\n\n[Timer]\nOnBootSec=5min\nOnUnitActiveSec={seconds}s\nRandomizedDelaySec={}s\nPersistent=true\n\n[Install]\nWantedBy=timers.target\n",
+            humantime::format_duration(Duration::from_secs(seconds)),
+            seconds / 10
+        );
+        for (file, text) in [(&timer_service, service), (&timer, text)] {
+            std::fs::write(file, text)
+                .map_err(|e| Error::io(format!("cannot write {}", file.display()), e))?;
+            println!("wrote {}", file.display());
+        }
+    }
     if install {
         let exe = std::env::current_exe().map_err(|e| Error::io("cannot find this program", e))?;
         std::fs::create_dir_all(&dir)
@@ -705,7 +776,18 @@ pub fn service(paths: &Paths, install: bool) -> Result<i32, Error> {
         println!("wrote {}", unit.display());
         systemctl(&["daemon-reload"]);
         systemctl(&["enable", "--now", "clutch.service"]);
+        if scan_timer {
+            systemctl(&["enable", "--now", "clutch-scan.timer"]);
+        }
     } else {
+        if timer.exists() {
+            systemctl(&["disable", "--now", "clutch-scan.timer"]);
+            for file in [&timer, &timer_service] {
+                if std::fs::remove_file(file).is_ok() {
+                    println!("removed {}", file.display());
+                }
+            }
+        }
         systemctl(&["disable", "--now", "clutch.service"]);
         match std::fs::remove_file(&unit) {
             Ok(()) => println!("removed {}", unit.display()),

@@ -4,6 +4,7 @@
 //! started (pid and start time recorded) are ever signalled.
 
 pub mod commands;
+pub mod jobs;
 pub mod state;
 pub mod supervisor;
 

@@ -159,6 +159,7 @@ pub fn run(paths: &Paths, services: Vec<Service>) -> Result<i32, Error> {
             services: Vec::new(),
         },
         services: Vec::new(),
+        job: None,
     };
     for service in services {
         supervisor.services.push(Running::new(paths, service)?);
@@ -167,6 +168,9 @@ pub fn run(paths: &Paths, services: Vec<Service>) -> Result<i32, Error> {
     for index in 0..supervisor.services.len() {
         supervisor.start(index);
         supervisor.wait_healthy(index, &rx);
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        supervisor.job = Some(super::jobs::spawn(paths.clone(), exe));
     }
     supervisor.serve(&rx);
     Ok(0)
@@ -177,6 +181,8 @@ struct Supervisor {
     tx: Sender<Event>,
     state: SupervisorState,
     services: Vec<Running>,
+    /// The refresh job's child while one runs.
+    job: Option<super::jobs::Running>,
 }
 
 impl Supervisor {
@@ -531,6 +537,13 @@ impl Supervisor {
     }
 
     fn shutdown(&mut self) {
+        let job = self
+            .job
+            .as_ref()
+            .and_then(|running| running.lock().ok().and_then(|pid| *pid));
+        if let Some(pid) = job {
+            stop_pid(pid);
+        }
         for index in (0..self.services.len()).rev() {
             self.stop(index);
             let name = self.services[index].service.name.clone();

@@ -164,30 +164,14 @@ pub fn path(paths: &crate::paths::Paths, config: &crate::config::ScanConfig) -> 
     }
 }
 
-/// Write `snapshot` to `file` through a temporary file, fsynced and renamed, mode 0600.
+/// Write `snapshot` to `file` atomically (fsynced temporary file, renamed), mode 0600.
 pub fn write(file: &Path, snapshot: &Snapshot) -> Result<(), String> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
     let dir = file.parent().unwrap_or(Path::new("."));
     crate::paths::ensure_private_dir(dir)?;
-    let text = serde_json::to_vec_pretty(snapshot).map_err(|e| e.to_string())?;
-    let temporary = dir.join(format!(".routing_snapshot.{}.tmp", std::process::id()));
-    let written = (|| -> std::io::Result<()> {
-        let mut out = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&temporary)?;
-        out.write_all(&text)?;
-        out.write_all(b"\n")?;
-        out.sync_all()?;
-        std::fs::rename(&temporary, file)
-    })();
-    written.map_err(|e| {
-        let _ = std::fs::remove_file(&temporary);
-        format!("cannot write {}: {e}", file.display())
-    })
+    let mut text = serde_json::to_vec_pretty(snapshot).map_err(|e| e.to_string())?;
+    text.push(b'\n');
+    crate::sidecar::state::write_private(file, &text)
+        .map_err(|e| format!("cannot write {}: {e}", file.display()))
 }
 
 /// Why a snapshot file is not used.
