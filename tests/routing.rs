@@ -412,8 +412,16 @@ fn a_profile_of_only_scan_entries_without_a_snapshot_names_the_reason() {
         "messages": [{"role": "user", "content": "hi"}]}));
     let error = plan(&p, &plain, 10, false, &providers(), ranked).unwrap_err();
     assert!(error.message.contains("is stale"), "{}", error.message);
-    assert!(clutch::gateway::route::scan_reference("scan:cheap").unwrap().is_err());
-    assert!(clutch::gateway::route::scan_reference("scan:free:99").unwrap().is_err());
+    assert!(
+        clutch::gateway::route::scan_reference("scan:cheap")
+            .unwrap()
+            .is_err()
+    );
+    assert!(
+        clutch::gateway::route::scan_reference("scan:free:99")
+            .unwrap()
+            .is_err()
+    );
 }
 
 trait TapCascade {

@@ -163,7 +163,11 @@ fn jitter(max: u64, seed: u64) -> u64 {
 /// Run one refresh as a child; returns whether it succeeded and its last line of output.
 fn run_once(exe: &Path, log: &Path, running: &Running) -> (bool, String) {
     use std::os::unix::process::CommandExt as _;
-    let output = match std::fs::OpenOptions::new().create(true).append(true).open(log) {
+    let output = match std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+    {
         Ok(file) => file,
         Err(e) => return (false, format!("cannot open {}: {e}", log.display())),
     };
@@ -206,7 +210,9 @@ fn run_once(exe: &Path, log: &Path, running: &Running) -> (bool, String) {
     // The run's own lines: what it appended to the log.
     let text = std::fs::read(log)
         .ok()
-        .map(|bytes| String::from_utf8_lossy(&bytes[(before as usize).min(bytes.len())..]).into_owned())
+        .map(|bytes| {
+            String::from_utf8_lossy(&bytes[(before as usize).min(bytes.len())..]).into_owned()
+        })
         .unwrap_or_default();
     let last = text
         .lines()
@@ -219,9 +225,19 @@ fn run_once(exe: &Path, log: &Path, running: &Running) -> (bool, String) {
         Some(status) if status.success() => (true, last),
         Some(status) => (
             false,
-            if last.is_empty() { format!("exited with {status}") } else { last },
+            if last.is_empty() {
+                format!("exited with {status}")
+            } else {
+                last
+            },
         ),
-        None => (false, format!("stopped after running for {} minutes", MAX_RUN.as_secs() / 60)),
+        None => (
+            false,
+            format!(
+                "stopped after running for {} minutes",
+                MAX_RUN.as_secs() / 60
+            ),
+        ),
     }
 }
 

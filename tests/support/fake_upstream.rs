@@ -223,6 +223,38 @@ fn magic_reply(body: &Value, default_text: &str) -> Option<Reply> {
     None
 }
 
+/// What a capable model answers: a call to the first tool offered (its required string
+/// arguments filled), or `{"answer": 4}` for a JSON schema.
+fn capable_reply(body: &Value) -> Option<Reply> {
+    let tools = body["tools"].as_array().filter(|t| !t.is_empty());
+    if let Some(tool) = tools.and_then(|t| t.first()) {
+        let function = if tool["function"].is_object() {
+            &tool["function"]
+        } else {
+            tool
+        };
+        let schema = if function["parameters"].is_object() {
+            &function["parameters"]
+        } else {
+            &function["input_schema"]
+        };
+        let mut arguments = serde_json::Map::new();
+        for name in schema["required"].as_array().into_iter().flatten() {
+            if let Some(name) = name.as_str() {
+                arguments.insert(name.to_string(), json!("Paris"));
+            }
+        }
+        return Some(Reply::ToolCall {
+            name: function["name"].as_str()?.to_string(),
+            arguments: Value::Object(arguments),
+        });
+    }
+    if body.get("response_format").is_some() || body.pointer("/output_config/format").is_some() {
+        return Some(Reply::Text("{\"answer\": 4}".into()));
+    }
+    None
+}
+
 #[derive(Default)]
 struct State {
     requests: Vec<Recorded>,
@@ -231,6 +263,12 @@ struct State {
     by_model: std::collections::HashMap<String, VecDeque<Reply>>,
     /// When set, every call that does not present this key gets a 401.
     required_key: Option<String>,
+    /// The model list `GET …/models` answers (None: one `fake-model`), and after how long.
+    listing: Option<Value>,
+    listing_delay: Option<Duration>,
+    /// Models that answer a request offering tools with a call to its first tool, and one
+    /// asking for a JSON schema with `{"answer": 4}`.
+    capable: std::collections::HashSet<String>,
 }
 
 struct Shared {
@@ -310,6 +348,24 @@ impl FakeUpstream {
     /// `x-goog-api-key`), as a provider refuses a wrong key.
     pub fn require_key(&self, key: &str) {
         self.shared.state.lock().unwrap().required_key = Some(key.to_string());
+    }
+
+    /// Answer `GET …/models` with `listing`, after `delay`.
+    pub fn set_listing(&self, listing: Value, delay: Option<Duration>) {
+        let mut state = self.shared.state.lock().unwrap();
+        state.listing = Some(listing);
+        state.listing_delay = delay;
+    }
+
+    /// `model` calls the first tool it is offered and answers JSON schemas (as a model that
+    /// passes model-scan's probes does); other models answer with plain text.
+    pub fn make_capable(&self, model: &str) {
+        self.shared
+            .state
+            .lock()
+            .unwrap()
+            .capable
+            .insert(model.to_string());
     }
 
     /// Forget every queued reply.
@@ -435,6 +491,19 @@ fn handle(
             );
         }
         let model = record.model();
+        if method == Method::GET
+            && (path.ends_with("/models") && !path.contains("/api/"))
+            && let Some(listing) = state.listing.clone()
+        {
+            let delay = state.listing_delay;
+            state.requests.push(record);
+            shared.changed.notify_all();
+            return (delay, json_response(listing));
+        }
+        let capable_reply = model
+            .as_ref()
+            .filter(|m| state.capable.contains(*m))
+            .and_then(|_| capable_reply(&body_json));
         state.requests.push(record);
         let reply = if protocol == Protocol::Other || is_gemini_router_call(&body_json) {
             None
@@ -442,6 +511,7 @@ fn handle(
             model
                 .and_then(|m| state.by_model.get_mut(&m).and_then(VecDeque::pop_front))
                 .or_else(|| state.script.pop_front())
+                .or(capable_reply)
                 .or_else(|| magic_reply(&body_json, &shared.default_text))
         };
         shared.changed.notify_all();

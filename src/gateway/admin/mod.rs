@@ -10,7 +10,7 @@ pub mod usage_api;
 
 use axum::http::{HeaderMap, Method};
 use axum::response::Response;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::Gateway;
 use super::breaker;
@@ -100,6 +100,7 @@ pub fn handle(
             }
         }
         (&Method::GET, "/api/providers") => json_response(200, &providers_json(gateway)),
+        (&Method::GET, "/api/scan") => json_response(200, &scan_json(gateway)),
         (&Method::POST, "/api/env") => match hand_over_keys(gateway, body) {
             Ok(taken) => json_response(200, &json!({"taken": taken})),
             Err(message) => error_response(Protocol::Chat, &ApiError::invalid(message)),
@@ -186,4 +187,30 @@ fn percent_decode(text: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The model-scan snapshot in force (when it was made, its best model per kind) and why a
+/// newer file was refused, if it was.
+fn scan_json(gateway: &Gateway) -> Value {
+    let snapshot = gateway.scan.get();
+    let best: serde_json::Map<String, Value> = crate::gateway::scan::snapshot::KINDS
+        .iter()
+        .map(|&kind| {
+            let model = snapshot
+                .as_deref()
+                .and_then(|s| s.best(kind))
+                .map(|c| Value::String(c.api_model.clone()));
+            (kind.name().to_string(), model.unwrap_or(Value::Null))
+        })
+        .collect();
+    json!({
+        "in_force": snapshot.as_deref().map(|s| json!({
+            "generated_at": s.generated_at, "scan_id": s.scan_id,
+            "provider_health": s.provider_health, "blocklist": s.blocklist,
+            "local_servers": s.local_servers,
+        })),
+        "best": best,
+        "refused": gateway.scan.refused(),
+        "file": gateway.routing.load().scan_file.display().to_string(),
+    })
 }

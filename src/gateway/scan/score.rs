@@ -49,6 +49,8 @@ pub struct LiveFacts {
     pub breaker_trips: u64,
 }
 
+pub const MIN_HEALTH: f64 = 0.05;
+
 /// Live records below this many attempts say too little to move a rank.
 pub const MIN_LIVE_ATTEMPTS: u64 = 5;
 
@@ -184,7 +186,9 @@ pub fn weights(kind: ScanKind) -> [(&'static str, f64); 9] {
 }
 
 /// The live health multiplier: (1 − failure rate)² × 0.85^breaker trips (at most 5 counted),
-/// where a rate limit counts as half a failure; 1 with fewer than [`MIN_LIVE_ATTEMPTS`].
+/// where a rate limit counts as half a failure; 1 with fewer than [`MIN_LIVE_ATTEMPTS`]. At
+/// least 0.05: a model that fails everything sinks to the bottom of its kinds but stays
+/// ranked, a last resort rather than gone.
 pub fn health(live: Option<&LiveFacts>) -> f64 {
     let Some(live) = live else { return 1.0 };
     let trips = 0.85f64.powi(live.breaker_trips.min(5) as i32);
@@ -192,7 +196,7 @@ pub fn health(live: Option<&LiveFacts>) -> f64 {
         return trips;
     }
     let failing = (live.failures as f64 + live.rate_limited as f64 / 2.0) / live.attempts as f64;
-    (1.0 - failing.clamp(0.0, 1.0)).powi(2) * trips
+    ((1.0 - failing.clamp(0.0, 1.0)).powi(2) * trips).max(MIN_HEALTH)
 }
 
 /// Whether the model can serve `kind` at all.
@@ -360,6 +364,12 @@ mod tests {
         };
         assert!(health(Some(&healthy)) > 0.95);
         assert!(health(Some(&failing)) < 0.2);
+        let hopeless = LiveFacts {
+            attempts: 50,
+            failures: 50,
+            ..LiveFacts::default()
+        };
+        assert_eq!(health(Some(&hopeless)), MIN_HEALTH);
         let few = LiveFacts {
             attempts: 3,
             failures: 3,
