@@ -24,7 +24,8 @@
 //! The fake upstream runs as a separate process (this binary re-executed with `fake`).
 //! Other modes (after `--`): `micro` times each stage of a small and of an agent-shaped
 //! translation in-process, and each protocol's request decoder; `soak` and `failover` are the
-//! resilience runs (see `gateway/soak.rs`); `load URL small|chat|agent|agent-chat CONCURRENCY
+//! resilience runs (see `gateway/soak.rs`); `scan` times a model-scan refresh over 300 listed
+//! models (see `gateway/scan.rs`); `load URL small|chat|agent|agent-chat CONCURRENCY
 //! SECONDS` drives one target, for profiling; `floor PORT UPSTREAM_URL` serves the least a
 //! proxy on the gateway's own crates can do (axum in, hyper-util's pooled client out, no
 //! routing or translation), to tell the stack's cost from the gateway's.
@@ -66,6 +67,15 @@ fn main() {
         } else {
             runtime.block_on(probes::abuse());
         }
+        return;
+    }
+    if args.iter().any(|a| a == "scan") {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(scan::run());
         return;
     }
     if args.iter().any(|a| a == "soak" || a == "failover") {
@@ -1246,3 +1256,6 @@ fn floor(port: u16, upstream: String) {
         axum::serve(listener, app).await.unwrap();
     });
 }
+
+#[path = "gateway/scan.rs"]
+mod scan;

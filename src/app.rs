@@ -349,7 +349,7 @@ fn restore(paths: &Paths) -> Result<i32, Error> {
                 record.agent_session.as_deref(),
             );
             let env: BTreeMap<String, String> = std::env::vars().collect();
-            let snapshot = scan_snapshot(&paths, &config);
+            let snapshot = scan_snapshot(paths, &config);
             let ctx = Context {
                 config: &config,
                 config_path: config_path.display().to_string(),

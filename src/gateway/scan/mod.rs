@@ -158,6 +158,7 @@ async fn run(
     let mut requests = 0usize;
     let listings = futures_util::future::join_all(sources.iter().map(|source| async {
         let provider = crate::gateway::upstream::Provider::new(&source.name, &source.config);
+        let sent = provider.as_ref().is_ok_and(|p| p.missing_key.is_none());
         let result = match &provider {
             Err(why) => Err(discover::Down {
                 refused: false,
@@ -180,7 +181,7 @@ async fn run(
             provider: source.name.clone(),
             outcome,
         });
-        (provider.ok(), result)
+        (provider.ok(), result, sent)
     }))
     .await;
 
@@ -189,7 +190,9 @@ async fn run(
     let (live, live_notes) = live::read(paths, now_ms);
     let mut facts: Vec<(String, Facts)> = Vec::new();
     let mut providers: BTreeMap<String, Arc<crate::gateway::upstream::Provider>> = BTreeMap::new();
-    for (source, (provider, result)) in sources.iter().zip(listings) {
+    for (source, (provider, result, sent)) in sources.iter().zip(listings) {
+        // A local server that is not running got a refused connection, not a request.
+        requests += usize::from(sent && !(source.local && result.is_err()));
         let Some(provider) = provider else {
             if let Err(down) = result {
                 health.insert(source.name.clone(), "down".into());
@@ -197,9 +200,6 @@ async fn run(
             }
             continue;
         };
-        if !(source.local && result.is_err()) {
-            requests += 1;
-        }
         match result {
             Err(down) if source.local => {
                 // A local server that is not running is simply not there.

@@ -297,13 +297,13 @@ async fn speed(
                 .map_err(|e| Trouble::Failed(e.message))?;
             for step in decoded {
                 match step {
-                    StreamEvent::TextDelta { text } | StreamEvent::ThinkingDelta { text } => {
-                        if !text.is_empty() {
-                            let now = Instant::now();
-                            first.get_or_insert(now);
-                            last = now;
-                            chars += text.len();
-                        }
+                    StreamEvent::TextDelta { text } | StreamEvent::ThinkingDelta { text }
+                        if !text.is_empty() =>
+                    {
+                        let now = Instant::now();
+                        first.get_or_insert(now);
+                        last = now;
+                        chars += text.len();
                     }
                     StreamEvent::Usage(usage) if usage.output_tokens > 0 => {
                         reported = Some(usage.output_tokens)

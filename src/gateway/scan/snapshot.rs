@@ -149,6 +149,9 @@ impl Snapshot {
 /// Whether `provider|model` matches one of `patterns` (`*` globs, case-insensitive, on the
 /// whole reference or on the model id).
 pub fn blocked(patterns: &[String], provider: &str, model: &str) -> bool {
+    if patterns.is_empty() {
+        return false;
+    }
     let reference = format!("{provider}|{model}");
     patterns.iter().any(|pattern| {
         crate::gateway::route::glob_match(pattern, &reference)
