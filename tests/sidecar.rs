@@ -434,6 +434,25 @@ fn config_check_show_watch_and_the_systemd_unit() {
     );
     let uninstall = lab.proxies(&["service", "uninstall"]);
     assert!(!unit.exists(), "{uninstall}");
+    // The model-scan refresh as a systemd timer, on the config's interval.
+    let install = lab.proxies(&["service", "install", "--scan-timer"]);
+    let systemd = lab.clutch.clutch_home.path().join("config/systemd");
+    let timer = std::fs::read_to_string(systemd.join("clutch-scan.timer"))
+        .unwrap_or_else(|_| panic!("{install}"));
+    assert!(
+        timer.contains("OnUnitActiveSec=21600s") && timer.contains("RandomizedDelaySec=2160s"),
+        "{timer}"
+    );
+    let job = std::fs::read_to_string(systemd.join("clutch-scan.service")).unwrap();
+    assert!(
+        job.contains("Type=oneshot") && job.contains("__scan_refresh"),
+        "{job}"
+    );
+    let uninstall = lab.proxies(&["service", "uninstall"]);
+    assert!(
+        !systemd.join("clutch-scan.timer").exists() && !unit.exists(),
+        "{uninstall}"
+    );
 
     let bad = Lab::new("[[services]]\nname = \"gateway\"\ncommand = [\"x\"]\n");
     let check = bad.proxies(&["config", "check"]);

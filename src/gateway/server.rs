@@ -589,7 +589,7 @@ async fn traced_call(
         route::Ranked {
             snapshot: scan_snapshot.as_deref(),
             blocklist: &routing.blocklist,
-            missing: scan_refused.as_deref(),
+            missing: scan_refused.as_deref().map(String::as_str),
         },
     ) {
         Ok(plan) => plan,

@@ -37,7 +37,12 @@ pub fn check(paths: &Paths, config: &Config, profile: &str) -> Result<(), Error>
         }
         None => reported,
     };
-    usable(paths, profile, &reported)
+    let snapshot = crate::gateway::scan::snapshot::load(
+        &crate::gateway::scan::snapshot::path(paths, &config.scan),
+        config.scan.max_age_hours,
+    )
+    .ok();
+    usable(paths, profile, &reported, snapshot.as_ref())
 }
 
 fn providers(paths: &Paths, base: &str) -> Option<Vec<(Value, Reported)>> {
@@ -105,8 +110,14 @@ fn hand_over_keys(
     }
 }
 
-/// At least one provider `profile` routes to has a key, or needs none and answers.
-fn usable(paths: &Paths, profile: &str, reported: &[(Value, Reported)]) -> Result<(), Error> {
+/// At least one provider `profile` routes to has a key, or needs none and answers. A
+/// `scan:<kind>` entry stands for the providers of the snapshot's ranked models of that kind.
+fn usable(
+    paths: &Paths,
+    profile: &str,
+    reported: &[(Value, Reported)],
+    snapshot: Option<&crate::gateway::scan::snapshot::Snapshot>,
+) -> Result<(), Error> {
     let Ok(profiles) = crate::gateway::route::Profiles::load(&paths.user_profiles_dir()) else {
         return Ok(());
     };
@@ -117,6 +128,17 @@ fn usable(paths: &Paths, profile: &str, reported: &[(Value, Reported)]) -> Resul
     let mut named = Vec::new();
     for tier in chosen.tiers.values() {
         for target in std::iter::once(&tier.model).chain(&tier.cascade) {
+            if let Some(scan) = crate::gateway::route::scan_reference(target) {
+                if let (Ok((kind, count)), Some(snapshot)) = (scan, snapshot) {
+                    named.extend(
+                        snapshot
+                            .ranked(kind)
+                            .take(count)
+                            .map(|c| c.provider.clone()),
+                    );
+                }
+                continue;
+            }
             match target.split_once('|') {
                 Some((provider, _)) => named.push(provider.to_string()),
                 // A bare model name: which provider serves it is the gateway's to decide.

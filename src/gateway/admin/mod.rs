@@ -210,7 +210,7 @@ fn scan_json(gateway: &Gateway) -> Value {
             "local_servers": s.local_servers,
         })),
         "best": best,
-        "refused": gateway.scan.refused(),
+        "refused": gateway.scan.refused().as_deref(),
         "file": gateway.routing.load().scan_file.display().to_string(),
     })
 }

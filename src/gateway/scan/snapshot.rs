@@ -241,11 +241,12 @@ pub fn load(file: &Path, max_age_hours: f64) -> Result<Snapshot, Refused> {
     Ok(snapshot)
 }
 
-/// The snapshot in force in a running gateway, and why a newer file was refused.
+/// The snapshot in force in a running gateway, and why a newer file was refused. Both are
+/// read on every routed request, so both are lock-free loads.
 #[derive(Default)]
 pub struct Live {
     current: arc_swap::ArcSwapOption<Snapshot>,
-    refused: std::sync::Mutex<Option<String>>,
+    refused: arc_swap::ArcSwapOption<String>,
 }
 
 impl Live {
@@ -254,13 +255,12 @@ impl Live {
     }
 
     /// Read `file` again: a good one replaces the one in force; a refused one leaves it
-    /// and is remembered (and logged) with its reason. Returns whether the snapshot changed.
+    /// and is remembered (and logged once) with its reason. Returns whether the snapshot
+    /// changed.
     pub fn reload(&self, file: &Path, max_age_hours: f64) -> bool {
-        let outcome = load(file, max_age_hours);
-        let mut refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
-        match outcome {
+        match load(file, max_age_hours) {
             Ok(snapshot) => {
-                *refused = None;
+                self.refused.store(None);
                 let changed = self.current.load().as_deref() != Some(&snapshot);
                 if changed {
                     tracing::info!(generated_at = %snapshot.generated_at, "model-scan snapshot loaded");
@@ -269,29 +269,26 @@ impl Live {
                 changed
             }
             Err(Refused::Missing) => {
-                *refused = None;
+                self.refused.store(None);
                 false
             }
             Err(Refused::Invalid(why)) => {
-                if refused.as_deref() != Some(why.as_str()) {
+                if self.refused.load().as_deref() != Some(&why) {
                     let kept = if self.current.load().is_some() {
                         "the last good snapshot stays in force"
                     } else {
                         "no snapshot is in force"
                     };
                     tracing::warn!(error = %why, "model-scan snapshot refused; {kept}");
+                    self.refused.store(Some(std::sync::Arc::new(why)));
                 }
-                *refused = Some(why);
                 false
             }
         }
     }
 
     /// Why the file on disk is not the one in force, if it was refused.
-    pub fn refused(&self) -> Option<String> {
-        self.refused
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+    pub fn refused(&self) -> Option<std::sync::Arc<String>> {
+        self.refused.load_full()
     }
 }
