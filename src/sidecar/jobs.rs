@@ -20,7 +20,7 @@ pub const SCAN_JOB: &str = "scan-refresh";
 const MAX_RUN: Duration = Duration::from_secs(30 * 60);
 /// With no snapshot yet, the first run waits this long after the supervisor starts (or the
 /// interval, if shorter), so a start-up is not slowed by probes.
-const FIRST_RUN_DELAY: u64 = 120;
+const FIRST_RUN_DELAY: u64 = 600;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct JobState {
