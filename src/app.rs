@@ -105,6 +105,19 @@ pub fn run_xx(args: XxArgs) -> Result<i32, Error> {
                 crate::gateway::scan::show::show(&paths, kind, json)
             }
         },
+        Some(XxCommand::Compress {
+            command,
+            error,
+            stats,
+        }) => crate::gateway::compress::cli::run_compress(
+            &paths,
+            &crate::gateway::compress::cli::Ask {
+                command,
+                is_error: error,
+                stats,
+            },
+        ),
+        Some(XxCommand::Recall { id }) => crate::gateway::compress::cli::run_recall(&paths, &id),
         Some(XxCommand::Gateway { listen }) => {
             crate::gateway::run_foreground(&paths, listen.as_deref())
         }

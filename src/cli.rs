@@ -159,6 +159,21 @@ pub enum XxCommand {
         #[command(subcommand)]
         command: ScanCommand,
     },
+    /// Condense a tool output (standard input to standard output) as the gateway does for
+    /// agents; the original is kept for `xx recall`.
+    Compress {
+        /// The command that produced the output (it picks the filter: cargo, git, pytest…).
+        #[arg(long, value_name = "COMMAND")]
+        command: Option<String>,
+        /// An error result: only a long uniform middle is elided.
+        #[arg(long)]
+        error: bool,
+        /// Say on standard error how much was saved.
+        #[arg(long)]
+        stats: bool,
+    },
+    /// Print the original of a condensed tool output (the id its last line names).
+    Recall { id: String },
     /// Run the gateway in the foreground (Ctrl-C stops it).
     Gateway {
         /// Address to listen on instead of the one in gateway.url.

@@ -182,6 +182,9 @@ pub struct Config {
     /// Model-scan: discovering, probing and ranking the models the providers offer.
     #[serde(default)]
     pub scan: ScanConfig,
+    /// Tool-output compression in the gateway.
+    #[serde(default)]
+    pub compress: CompressConfig,
     /// Keys from the secrets file beside the config (`xx setup` writes it), by provider.
     #[serde(skip)]
     pub secrets: BTreeMap<String, EnvString>,
@@ -380,6 +383,95 @@ impl Default for UsageConfig {
 
 fn default_retention_days() -> u64 {
     365
+}
+
+/// Tool-output compression (`[compress]`): the gateway condenses the tool results of every
+/// request it routes; the originals stay one `xx recall <id>` away.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompressConfig {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Outputs shorter than this many bytes are sent as they are.
+    #[serde(default = "default_compress_min")]
+    pub min_bytes: usize,
+    /// File reads up to this many bytes are sent verbatim (the agent may edit them next).
+    #[serde(default = "default_compress_read_max")]
+    pub read_max_bytes: usize,
+    /// Originals are kept this many days after they were last condensed…
+    #[serde(default = "default_compress_retention")]
+    pub retention_days: u64,
+    /// …and the store is kept under this many MiB (the oldest go first).
+    #[serde(default = "default_compress_store")]
+    pub store_max_mb: u64,
+    /// Per agent (the name its launch routes under): on or off, other thresholds.
+    #[serde(default)]
+    pub agents: BTreeMap<String, CompressOverride>,
+}
+
+/// What a profile (`[compress]` in its file) or an agent (`[compress.agents.<name>]`)
+/// changes of `[compress]`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompressOverride {
+    pub enabled: Option<bool>,
+    pub min_bytes: Option<usize>,
+    pub read_max_bytes: Option<usize>,
+}
+
+fn default_compress_min() -> usize {
+    2048
+}
+
+fn default_compress_read_max() -> usize {
+    96 * 1024
+}
+
+fn default_compress_retention() -> u64 {
+    14
+}
+
+fn default_compress_store() -> u64 {
+    256
+}
+
+impl Default for CompressConfig {
+    fn default() -> Self {
+        CompressConfig {
+            enabled: true,
+            min_bytes: default_compress_min(),
+            read_max_bytes: default_compress_read_max(),
+            retention_days: default_compress_retention(),
+            store_max_mb: default_compress_store(),
+            agents: BTreeMap::new(),
+        }
+    }
+}
+
+impl CompressConfig {
+    /// The settings for a request routed under `profile` (whose file may say more), or
+    /// `None` when compression is off for it.
+    pub fn settings_for(
+        &self,
+        profile: Option<&str>,
+        from_profile: Option<&CompressOverride>,
+    ) -> Option<crate::gateway::compress::Settings> {
+        let agent = profile.map(|p| p.trim_end_matches("-bypass"));
+        let mut enabled = self.enabled;
+        let mut settings = crate::gateway::compress::Settings {
+            min_bytes: self.min_bytes,
+            read_max_bytes: self.read_max_bytes,
+        };
+        for layer in [from_profile, agent.and_then(|a| self.agents.get(a))]
+            .into_iter()
+            .flatten()
+        {
+            enabled = layer.enabled.unwrap_or(enabled);
+            settings.min_bytes = layer.min_bytes.unwrap_or(settings.min_bytes);
+            settings.read_max_bytes = layer.read_max_bytes.unwrap_or(settings.read_max_bytes);
+        }
+        enabled.then_some(settings)
+    }
 }
 
 /// Model-scan (`[scan]`): refresh jobs that list every provider's models, probe a few, rank
@@ -826,6 +918,27 @@ impl Config {
                 field: "usage.capture_max_bytes".into(),
                 message: format!("must be between 1024 and 16777216 (got {capture})"),
             });
+        }
+        let compress = &self.compress;
+        let compress_ranges: [(&str, u64, u64, u64); 4] = [
+            ("min_bytes", compress.min_bytes as u64, 256, GIB),
+            (
+                "read_max_bytes",
+                compress.read_max_bytes as u64,
+                0,
+                16 * GIB,
+            ),
+            ("retention_days", compress.retention_days, 1, 36_500),
+            ("store_max_mb", compress.store_max_mb, 1, 1 << 30),
+        ];
+        for (key, value, low, high) in compress_ranges {
+            if value < low || value > high {
+                return Err(ConfigError::Invalid {
+                    origin: format!("{origin}:{}", key_line(text, "compress", key)),
+                    field: format!("compress.{key}"),
+                    message: format!("must be between {low} and {high} (got {value})"),
+                });
+            }
         }
         let scan = &self.scan;
         let scan_ranges: [(&str, f64, f64, f64); 5] = [

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod admission;
 pub mod breaker;
 pub mod call;
+pub mod compress;
 pub mod connect;
 pub mod ir;
 pub mod proto;
@@ -56,6 +57,8 @@ pub struct Gateway {
     pub admission: admission::Admission,
     /// The model-scan snapshot in force.
     pub scan: scan::snapshot::Live,
+    /// Tool-output compression's memo and recall store.
+    pub compressor: compress::Compressor,
     /// What admin endpoints want even on loopback (see [`admin::token`]).
     admin_token: String,
     paths: Paths,
@@ -90,6 +93,10 @@ pub struct Routing {
     /// Where the model-scan snapshot is read from, and the oldest one accepted.
     pub scan_file: std::path::PathBuf,
     pub scan_max_age_hours: f64,
+    /// Tool-output compression (`[compress]`).
+    pub compress: crate::config::CompressConfig,
+    /// Every configured key and token: removed from what is stored (recall originals).
+    pub secret_values: Vec<String>,
 }
 
 impl Routing {
@@ -128,6 +135,17 @@ impl Routing {
             })?;
             providers.insert(name.clone(), Arc::new(ready));
         }
+        let secret_values = providers
+            .values()
+            .flat_map(|p: &Arc<Provider>| p.keys.iter().cloned())
+            .chain(
+                config
+                    .gateway
+                    .token
+                    .as_ref()
+                    .map(|t| t.as_str().to_string()),
+            )
+            .collect();
         let profiles = route::Profiles::load(&paths.user_profiles_dir())?;
         profiles.check(&provider_configs)?;
         // Profiles the config names for slots and agents must exist now, not on first use.
@@ -182,7 +200,27 @@ impl Routing {
             blocklist: config.scan.blocklist.clone(),
             scan_file: scan::snapshot::path(paths, &config.scan),
             scan_max_age_hours: config.scan.max_age_hours,
+            compress: config.compress.clone(),
+            secret_values,
         })
+    }
+}
+
+/// The recall store is pruned at start and every hour after, off the request path.
+fn prune_recall_hourly(store: compress::store::Store) {
+    let spawned = std::thread::Builder::new()
+        .name("recall-prune".into())
+        .spawn(move || {
+            loop {
+                let removed = store.prune();
+                if removed > 0 {
+                    tracing::debug!(removed, "recall store pruned");
+                }
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+            }
+        });
+    if let Err(error) = spawned {
+        tracing::warn!(%error, "cannot start pruning the recall store");
     }
 }
 
@@ -288,9 +326,16 @@ impl Gateway {
             config.scan.max_age_hours,
         );
         let routing = Routing::from_config(config, paths, scan.get().as_deref())?;
+        let recall = compress::store::Store::new(
+            &paths.state_dir,
+            config.compress.retention_days,
+            config.compress.store_max_mb,
+        );
+        prune_recall_hourly(recall.clone());
         Ok(Gateway {
             routing: arc_swap::ArcSwap::from_pointee(routing),
             scan,
+            compressor: compress::Compressor::new(recall),
             client: upstream::client(&config.gateway),
             started: Instant::now(),
             stats: Stats::default(),

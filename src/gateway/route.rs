@@ -37,6 +37,9 @@ pub struct Profile {
     /// Estimated prompt tokens above which the long-context scene applies.
     #[serde(default = "default_long_context")]
     pub long_context_threshold: u64,
+    /// Tool-output compression for requests under this profile (over `[compress]`).
+    #[serde(default)]
+    pub compress: Option<crate::config::CompressOverride>,
 }
 
 /// Scene overrides, checked in this order: long context, background, web search, think,

@@ -533,25 +533,57 @@ async fn traced_call(
     if let Some(trace) = trace {
         trace.capture_request(&body);
     }
-    // Every request is decoded once: it is checked before anything is sent, and routing
-    // and translation read the same canonical form.
+    let routing = gateway.routing.load_full();
+    let (profile_name, profile_spec) = match routing.profiles.get(profile.as_deref()) {
+        Ok(found) => found,
+        Err(error) => return error_response(protocol, &error),
+    };
+    // Tool results are condensed first (a pure function of each output, so the prompt
+    // cache still hits), then every request is decoded once: it is checked before anything
+    // is sent, and routing and translation read the same canonical form.
+    let compress = routing
+        .compress
+        .settings_for(profile.as_deref(), profile_spec.compress.as_ref());
     let path_model = gemini.as_ref().map(|(m, _)| m.as_str());
-    let decoded = if body.len() > OFF_THREAD_BYTES {
+    let (body, decoded, compressed) = if body.len() > OFF_THREAD_BYTES {
         // A large body takes tens of milliseconds to decode: off the event loop, so other
         // clients (and `/health`) are not kept waiting behind it.
-        let (body, path_model) = (body.clone(), path_model.map(str::to_string));
+        let (gateway, routing) = (gateway.clone(), routing.clone());
+        let path_model = path_model.map(str::to_string);
         tokio::task::spawn_blocking(move || {
-            proto::decode_request(protocol, &body, path_model.as_deref())
+            prepare(
+                &gateway,
+                &routing,
+                protocol,
+                body,
+                path_model.as_deref(),
+                compress.as_ref(),
+            )
         })
         .await
-        .unwrap_or_else(|_| Err(ApiError::new(ErrorKind::Api, "the request decoder failed")))
+        .unwrap_or_else(|_| {
+            let failed = ApiError::new(ErrorKind::Api, "the request decoder failed");
+            (Bytes::new(), Err(failed), 0)
+        })
     } else {
-        proto::decode_request(protocol, &body, path_model)
+        prepare(
+            gateway,
+            &routing,
+            protocol,
+            body,
+            path_model,
+            compress.as_ref(),
+        )
     };
     let mut request = match decoded {
         Ok(request) => request,
         Err(error) => return error_response(protocol, &error),
     };
+    if let Some(trace) = trace
+        && compressed > 0
+    {
+        trace.compressed(compressed);
+    }
     if let Some((_, stream)) = &gemini {
         request.stream = *stream;
     }
@@ -565,15 +597,10 @@ async fn traced_call(
     {
         return json_response(200, &answer);
     }
-    let routing = gateway.routing.load_full();
     let estimate = request.estimate_tokens();
     if let Err(error) = routing.limits.admit(estimate, &gateway.ledger) {
         return error_response(protocol, &error);
     }
-    let (profile_name, profile_spec) = match routing.profiles.get(profile.as_deref()) {
-        Ok(found) => found,
-        Err(error) => return error_response(protocol, &error),
-    };
     let bypass = profile.as_deref().is_some_and(|p| p.ends_with("-bypass"));
     let scan_snapshot = gateway.scan.get();
     let scan_refused = match &scan_snapshot {
@@ -646,6 +673,29 @@ async fn traced_call(
         log_call!(info);
     }
     response
+}
+
+/// The body as it goes upstream (tool results condensed when `compress` says so), its
+/// decoded form, and the tokens compression saved.
+fn prepare(
+    gateway: &Gateway,
+    routing: &super::Routing,
+    protocol: Protocol,
+    body: Bytes,
+    path_model: Option<&str>,
+    compress: Option<&super::compress::Settings>,
+) -> (Bytes, Result<ir::Request, ApiError>, u64) {
+    let rewritten = compress.and_then(|settings| {
+        gateway
+            .compressor
+            .rewrite(protocol, &body, settings, &routing.secret_values)
+    });
+    let (body, saved) = match rewritten {
+        Some(rewritten) => (Bytes::from(rewritten.body), rewritten.tokens_saved),
+        None => (body, 0),
+    };
+    let decoded = proto::decode_request(protocol, &body, path_model);
+    (body, decoded, saved)
 }
 
 /// Try the plan's candidates in order until one commits: skip open breakers, rotate keys on

@@ -64,6 +64,9 @@ pub struct Record {
     /// `ok`, `error`, `client_closed`, `upstream_cut`.
     pub outcome: String,
     pub attempts: Vec<Attempt>,
+    /// Tokens tool-output compression took out of the request (about four bytes a token).
+    #[serde(default)]
+    pub compressed_tokens: u64,
     /// The client's request, when bodies are captured (`usage.capture_bodies`), redacted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_body: Option<String>,
@@ -235,6 +238,11 @@ impl Trace {
         if let Some(limit) = self.0.capture {
             self.with(|r| keep(&mut r.response_body, bytes, limit));
         }
+    }
+
+    /// Tokens tool-output compression took out of this request.
+    pub fn compressed(&self, tokens: u64) {
+        self.with(|r| r.compressed_tokens = tokens);
     }
 
     pub fn set_route(&self, tier: Option<&str>, scene: Option<&str>) {

@@ -78,7 +78,8 @@ CREATE TABLE IF NOT EXISTS requests (
     status INTEGER NOT NULL,
     error_kind TEXT,
     outcome TEXT NOT NULL,
-    attempts TEXT NOT NULL
+    attempts TEXT NOT NULL,
+    compressed_tokens INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS requests_ts ON requests(ts_ms);
 CREATE TABLE IF NOT EXISTS bodies (
@@ -94,6 +95,15 @@ fn open_writer(file: &Path) -> rusqlite::Result<Connection> {
     connection.pragma_update(None, "synchronous", "NORMAL")?;
     connection.busy_timeout(Duration::from_secs(5))?;
     connection.execute_batch(SCHEMA)?;
+    // Ledgers written before compression existed gain its column.
+    let has_compressed: bool = connection
+        .prepare("SELECT 1 FROM pragma_table_info('requests') WHERE name = 'compressed_tokens'")?
+        .exists([])?;
+    if !has_compressed {
+        connection.execute_batch(
+            "ALTER TABLE requests ADD COLUMN compressed_tokens INTEGER NOT NULL DEFAULT 0",
+        )?;
+    }
     Ok(connection)
 }
 
@@ -209,9 +219,10 @@ fn insert(connection: &mut Connection, batch: &[Record]) -> rusqlite::Result<()>
             "INSERT INTO requests (id, ts_ms, agent, profile, session, protocol, tier, scene,
                 requested_model, provider, model, stream, input_tokens, output_tokens,
                 cache_read_tokens, cache_write_tokens, reasoning_tokens, estimated, cost_usd,
-                premium_cost_usd, saved_usd, ttfb_ms, total_ms, status, error_kind, outcome, attempts)
+                premium_cost_usd, saved_usd, ttfb_ms, total_ms, status, error_kind, outcome, attempts,
+                compressed_tokens)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
-                ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27)",
+                ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28)",
         )?;
         let mut bodies = tx.prepare_cached(
             "INSERT OR REPLACE INTO bodies (id, request, response) VALUES (?1, ?2, ?3)",
@@ -249,6 +260,7 @@ fn insert(connection: &mut Connection, batch: &[Record]) -> rusqlite::Result<()>
                 r.error_kind,
                 r.outcome,
                 attempts,
+                r.compressed_tokens as i64,
             ])?;
         }
     }
@@ -260,7 +272,7 @@ pub const COLUMNS: &str =
     "id, ts_ms, agent, profile, session, protocol, tier, scene, requested_model,
     provider, model, stream, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens,
     reasoning_tokens, estimated, cost_usd, premium_cost_usd, saved_usd, ttfb_ms, total_ms, status,
-    error_kind, outcome, attempts";
+    error_kind, outcome, attempts, compressed_tokens";
 
 pub fn row_to_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<Record> {
     let attempts: String = row.get(26)?;
@@ -293,6 +305,7 @@ pub fn row_to_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<Record> {
         error_kind: row.get(24)?,
         outcome: row.get(25)?,
         attempts: serde_json::from_str(&attempts).unwrap_or_default(),
+        compressed_tokens: u(27)?,
         request_body: None,
         response_body: None,
     })
