@@ -69,6 +69,10 @@ fn main() {
         }
         return;
     }
+    if args.iter().any(|a| a == "compress") {
+        compress::run();
+        return;
+    }
     if args.iter().any(|a| a == "scan") {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -1259,3 +1263,6 @@ fn floor(port: u16, upstream: String) {
 
 #[path = "gateway/scan.rs"]
 mod scan;
+
+#[path = "gateway/compress.rs"]
+mod compress;

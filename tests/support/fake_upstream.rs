@@ -34,6 +34,8 @@ pub struct Recorded {
     pub protocol: Protocol,
     pub headers: Vec<(String, String)>,
     pub body: Value,
+    /// The body as it arrived, byte for byte (prompt-cache checks compare these).
+    pub raw: String,
 }
 
 impl Recorded {
@@ -105,12 +107,25 @@ pub enum Reply {
         every_ms: u64,
         for_ms: u64,
     },
+    /// The reply this function makes of the request's body (a turn that depends on what the
+    /// agent sent, such as a recall id it was shown).
+    Compute(Responder),
     /// Send 200, event-stream headers and these bytes, then keep the stream open until the
     /// caller hangs up, and say so on `hung_up`.
     Hang {
         first: String,
         hung_up: std::sync::mpsc::Sender<()>,
     },
+}
+
+/// A function from a request body to the reply.
+#[derive(Clone)]
+pub struct Responder(pub std::sync::Arc<dyn Fn(&Value) -> Reply + Send + Sync>);
+
+impl std::fmt::Debug for Responder {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("Responder")
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -466,6 +481,7 @@ fn handle(
             .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
             .collect(),
         body: body_json.clone(),
+        raw: String::from_utf8_lossy(&body).into_owned(),
     };
     let presented = ["authorization", "x-api-key", "x-goog-api-key"]
         .iter()
@@ -516,6 +532,10 @@ fn handle(
         };
         shared.changed.notify_all();
         reply.unwrap_or_else(|| Reply::Text(shared.default_text.clone()))
+    };
+    let reply = match reply {
+        Reply::Compute(Responder(make)) => make(&body_json),
+        reply => reply,
     };
     let (delay, reply) = match reply {
         Reply::Delay { millis, then } => (Some(Duration::from_millis(millis)), *then),

@@ -146,6 +146,11 @@ pub fn is_vital(line: &str) -> bool {
     VITAL.iter().any(|word| line.contains(word))
 }
 
+/// A vital line, or a diagnostic's place (`--> src/x.rs:3:5`): never folded.
+fn is_kept(line: &str) -> bool {
+    is_vital(line) || line.trim_start().starts_with("--> ")
+}
+
 /// What a line looks like with its particulars masked: lines of one shape differ only in
 /// names and numbers (`Compiling serde v1.0.1`, `npm http fetch GET 200 … 12ms`).
 fn shape(line: &str) -> (usize, u64, u64, usize) {
@@ -239,9 +244,9 @@ pub fn collapse(lines: &[&str], out: &mut Out) {
             i = j;
             continue;
         }
-        if !is_vital(line) {
+        if !is_kept(line) {
             let mut j = i + 1;
-            while j < lines.len() && shapes[j] == shapes[i] && !is_vital(lines[j]) {
+            while j < lines.len() && shapes[j] == shapes[i] && !is_kept(lines[j]) {
                 j += 1;
             }
             if j - i >= 6 {
@@ -305,12 +310,13 @@ pub fn elide_middle(lines: &[&str], out: &mut Out, max: usize) {
     let mut skipped = 0;
     let mut keep_next = false;
     for line in middle {
-        if is_vital(line) || keep_next {
+        let vital = is_kept(line);
+        if vital || keep_next {
             if skipped > 0 {
                 out.omitted("", format_args!("{} lines omitted", thousands(skipped)));
                 skipped = 0;
             }
-            keep_next = is_vital(line) && !keep_next;
+            keep_next = vital && !keep_next;
             out.line(line);
         } else {
             skipped += 1;

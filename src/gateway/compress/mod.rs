@@ -116,8 +116,16 @@ pub fn compress(input: &Input, settings: &Settings) -> Option<Condensed> {
         }
         let condensed = first.into_string();
         let again = lines::split(&condensed);
-        // Whatever a filter left long is trimmed the same way everywhere.
-        lines::elide_middle(&again, &mut out, 600);
+        match kind {
+            // Every line left names a commit, a path or a changed line.
+            Kind::Git | Kind::Search | Kind::Listing => {
+                for line in again {
+                    out.line(line);
+                }
+            }
+            // Whatever else a filter left long is trimmed the same way everywhere.
+            _ => lines::elide_middle(&again, &mut out, 600),
+        }
     }
     let body = out.into_string();
     let id = store::id_of(output);

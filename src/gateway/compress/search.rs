@@ -147,14 +147,14 @@ pub fn listing(lines: &[&str], out: &mut Out) {
     }
 }
 
-/// `drwxr-xr-x  2 user group 4096 Dec  3 10:00 name` → `name/` (links keep their target).
+/// `drwxr-xr-x  2 user group 4096 Dec  3 10:00 name` → `name` (links keep their target).
 fn long_listing_name(line: &str) -> Option<&str> {
     let kind = line.chars().next()?;
     if !matches!(kind, 'd' | '-' | 'l' | 'c' | 'b' | 's' | 'p')
         || line.len() < 11
-        || !line[1..10]
-            .bytes()
-            .all(|b| matches!(b, b'r' | b'w' | b'x' | b'-' | b's' | b'S' | b't' | b'T'))
+        || !line.as_bytes()[1..10]
+            .iter()
+            .all(|b| matches!(*b, b'r' | b'w' | b'x' | b'-' | b's' | b'S' | b't' | b'T'))
     {
         return None;
     }
