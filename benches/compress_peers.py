@@ -10,11 +10,13 @@ headroom: each output goes to headroom.compress() as the result of a Bash tool c
 its command, followed by two more turns (so it is not the protected last message), with
 protect_recent=0; the condensed tool result is what is scored.
 
-rtk: each command is run as `rtk <command>` in an empty directory, with a shim first on PATH
-in place of the command's program that prints the recorded output and exits with the
-recorded status, so rtk filters exactly what was recorded. rtk runs some commands with flags
-of its own (a porcelain `git status`, say) and then parses what it expects of those: where
-the recorded output is not in that shape, rtk's result is what it made of it.
+rtk: each command rtk has a filter for (cargo, git, ls, tree, find, grep, ruff, pytest, pip,
+npm, npx, tsc) is run as `rtk <command>` in an empty directory, with shims first on PATH in
+place of the programs it runs that print the recorded output and exit with the recorded
+status, so rtk filters exactly what was recorded. Commands it has no filter for go through
+unchanged, as its shell hook leaves them. rtk runs some commands with flags of its own (a
+porcelain `git status`, say) and then parses what it expects of those: where the recorded
+output is not in that shape, rtk's result is what it made of it.
 """
 import json
 import os
@@ -75,20 +77,29 @@ def program_of(command):
     return words
 
 
+RTK_FILTERS = {"cargo", "git", "ls", "tree", "find", "grep", "ruff", "pytest", "pip", "npm", "npx", "tsc"}
+RUNNERS = {"pytest": ["python", "python3"], "pip": ["python", "python3", "pip3", "uv"],
+           "ruff": ["python", "python3"], "npm": ["npx", "node"], "npx": ["npm", "node"]}
+
+
 def rtk_texts(rows, rtk):
     texts = {}
     for ident, kind, status, command, output in rows:
         words = program_of(command)
+        if words[0] not in RTK_FILTERS:
+            texts[ident] = output
+            continue
         with tempfile.TemporaryDirectory() as work:
             shim_dir = os.path.join(work, "shim")
             os.mkdir(shim_dir)
             recorded = os.path.join(work, "recorded")
             with open(recorded, "w", encoding="utf-8") as f:
                 f.write(output)
-            shim = os.path.join(shim_dir, words[0])
-            with open(shim, "w") as f:
-                f.write("#!/bin/sh\ncat %s\nexit %d\n" % (shlex.quote(recorded), status))
-            os.chmod(shim, stat.S_IRWXU)
+            for program in [words[0]] + RUNNERS.get(words[0], []):
+                shim = os.path.join(shim_dir, program)
+                with open(shim, "w") as f:
+                    f.write("#!/bin/sh\n/bin/cat %s\nexit %d\n" % (shlex.quote(recorded), status))
+                os.chmod(shim, stat.S_IRWXU)
             env = dict(os.environ, PATH=shim_dir + ":" + os.environ.get("PATH", ""), NO_COLOR="1")
             try:
                 done = subprocess.run([rtk] + words, cwd=work, env=env, capture_output=True, text=True, timeout=60)

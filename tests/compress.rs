@@ -11,7 +11,9 @@ use clutch::gateway::compress::{Input, Settings, compress, recall_line};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 use support::Clutch;
-use support::fake_upstream::{AGENT_TIMEOUT, FakeUpstream, Protocol, Reply, Responder};
+use support::fake_upstream::{
+    AGENT_TIMEOUT, Block, FakeUpstream, FakeUsage, Protocol, Reply, Responder, Stop, Turn,
+};
 use support::gateway::{TestGateway, http_agent, route_everything_to};
 
 struct Entry {
@@ -207,7 +209,30 @@ fn a_twenty_turn_conversation_keeps_a_byte_identical_prefix_upstream() {
         recalled.assert_ok();
         assert!(outputs.iter().any(|e| e.output == recalled.stdout));
         // The ledger counts what compression took out.
-        drop(gateway);
+        let stats_url = format!("{}/api/stats", gateway.url);
+        let admin = support::gateway::admin_agent(clutch.clutch_home.path());
+        let mut compressed = 0;
+        for _ in 0..100 {
+            let stats: Value = serde_json::from_str(
+                &admin
+                    .get(&stats_url)
+                    .call()
+                    .unwrap()
+                    .body_mut()
+                    .read_to_string()
+                    .unwrap(),
+            )
+            .unwrap();
+            compressed = stats["period"]["compressed_tokens"].as_u64().unwrap_or(0);
+            if compressed > 0 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(
+            compressed > 10_000,
+            "{format}: the ledger says {compressed} tokens"
+        );
     }
 }
 
@@ -468,10 +493,16 @@ fn claude_code_recalls_a_condensed_output() {
                 .find_map(|r| r.split("xx recall ").nth(1))
                 .map(|rest| rest[..12].to_string())
                 .unwrap_or_else(|| "no-recall-line".into());
-            Reply::ToolCall {
-                name: "Bash".into(),
-                arguments: json!({"command": format!("xx recall {id}"), "description": "see all"}),
-            }
+            // A call id of its own: the first call's id again would be a duplicate.
+            Reply::Turn(Turn {
+                blocks: vec![Block::Tool {
+                    id: "call_recall".into(),
+                    name: "Bash".into(),
+                    arguments: json!({"command": format!("xx recall {id}"), "description": "see all"}),
+                }],
+                stop: Stop::Tool,
+                usage: FakeUsage::default(),
+            })
         }))),
         Reply::Text("RECALLED-AND-DONE".into()),
     ]);

@@ -180,7 +180,11 @@ pub fn run() {
             "  {:<8} {:>10} {:>10} {:>10} {:>9}",
             "kind", "tokens in", "tokens out", "reduction", "recall"
         );
-        for (kind, t) in kinds.iter().chain([("overall", &overall)]) {
+        for (kind, t) in kinds
+            .iter()
+            .map(|(k, t)| (*k, t))
+            .chain([("overall", &overall)])
+        {
             println!(
                 "  {:<8} {:>10} {:>10} {:>9.1}% {:>8.2}%",
                 kind,

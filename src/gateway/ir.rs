@@ -340,6 +340,14 @@ impl Text {
             .unwrap_or_else(|| text.into())
     }
 
+    /// The text as a JSON string literal, quotes included: as it arrived when it was kept so.
+    pub fn json_literal(&self) -> Cow<'_, str> {
+        match &self.0 {
+            TextRepr::Plain(text) => Cow::Owned(serde_json::Value::from(text.as_str()).to_string()),
+            TextRepr::Json(raw) => Cow::Borrowed(raw.get()),
+        }
+    }
+
     /// The text itself, unescaped (borrowed when there was nothing to unescape).
     pub fn as_str(&self) -> Cow<'_, str> {
         match &self.0 {

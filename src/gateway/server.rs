@@ -538,9 +538,9 @@ async fn traced_call(
         Ok(found) => found,
         Err(error) => return error_response(protocol, &error),
     };
-    // Tool results are condensed first (a pure function of each output, so the prompt
-    // cache still hits), then every request is decoded once: it is checked before anything
-    // is sent, and routing and translation read the same canonical form.
+    // Every request is decoded once: it is checked before anything is sent, and routing and
+    // translation read the same canonical form. Its tool results are then condensed (a
+    // pure function of each output, so the prompt cache still hits).
     let compress = routing
         .compress
         .settings_for(profile.as_deref(), profile_spec.compress.as_ref());
@@ -685,17 +685,23 @@ fn prepare(
     path_model: Option<&str>,
     compress: Option<&super::compress::Settings>,
 ) -> (Bytes, Result<ir::Request, ApiError>, u64) {
+    let mut request = match proto::decode_request(protocol, &body, path_model) {
+        Ok(request) => request,
+        Err(error) => return (body, Err(error), 0),
+    };
     let rewritten = compress.and_then(|settings| {
         gateway
             .compressor
-            .rewrite(protocol, &body, settings, &routing.secret_values)
+            .rewrite(&body, &mut request, settings, &routing.secret_values)
     });
-    let (body, saved) = match rewritten {
-        Some(rewritten) => (Bytes::from(rewritten.body), rewritten.tokens_saved),
-        None => (body, 0),
-    };
-    let decoded = proto::decode_request(protocol, &body, path_model);
-    (body, decoded, saved)
+    match rewritten {
+        Some(rewritten) => (
+            Bytes::from(rewritten.body),
+            Ok(request),
+            rewritten.tokens_saved,
+        ),
+        None => (body, Ok(request), 0),
+    }
 }
 
 /// Try the plan's candidates in order until one commits: skip open breakers, rotate keys on

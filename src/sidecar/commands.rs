@@ -425,8 +425,12 @@ fn spend_line(period: &Value) -> Option<String> {
         return None;
     }
     let minute = &period["last_minute"];
+    let compressed = match period["compressed_tokens"].as_u64() {
+        Some(tokens) if tokens > 0 => format!(", {tokens} tokens compressed away"),
+        _ => String::new(),
+    };
     Some(format!(
-        "today: {} requests, ${:.4} spent, ${:.4} saved ({:.0}%); last minute: {} requests, {} errors, {} tokens",
+        "today: {} requests, ${:.4} spent, ${:.4} saved ({:.0}%){compressed}; last minute: {} requests, {} errors, {} tokens",
         period["total_requests"],
         period["total_cost"].as_f64().unwrap_or(0.0),
         period["savings"].as_f64().unwrap_or(0.0),

@@ -110,6 +110,7 @@ fn answer(
                 "cache_write_tokens": total.cache_write_tokens, "total_cost": total.cost_usd,
                 "premium_cost": total.premium_cost_usd, "savings": total.saved_usd,
                 "savings_percent": percent, "unpriced_requests": total.unpriced,
+                "compressed_tokens": total.compressed_tokens,
                 "last_minute": query::last_minute(connection, now).map_err(failed)?});
         }
         return Ok(stats);

@@ -10,8 +10,8 @@
 //! commit ids, summary and count lines, exit status. A condensed output ends with one line
 //! naming the original in the recall store ([`store`]), so `xx recall <id>` brings it back.
 //!
-//! The gateway applies it to the tool results of a request ([`body`]); `xx compress` runs it
-//! on stdin.
+//! The gateway applies it to the tool results of a decoded request ([`body`]); `xx compress`
+//! runs it on stdin.
 
 pub mod body;
 mod build;
@@ -169,12 +169,13 @@ impl Compressor {
         &self.store
     }
 
-    /// The request body with its tool results condensed (`None`: nothing to condense).
-    /// `keys` are removed from originals before they are stored.
+    /// Condense the tool results of `request`, decoded from `body`: the new body, with the
+    /// request patched to match (`None`: nothing to condense). `keys` are removed from
+    /// originals before they are stored.
     pub fn rewrite(
         &self,
-        protocol: crate::gateway::proto::Protocol,
         body: &[u8],
+        request: &mut crate::gateway::ir::Request,
         settings: &Settings,
         keys: &[String],
     ) -> Option<body::Rewritten> {
@@ -211,7 +212,7 @@ impl Compressor {
             }
             condensed
         };
-        body::rewrite(protocol, body, settings, &condense)
+        body::rewrite(body, request, settings, &condense)
     }
 }
 

@@ -67,6 +67,8 @@ pub struct Totals {
     pub saved_usd: f64,
     pub unpriced: u64,
     pub errors: u64,
+    /// Tokens tool-output compression took out of the requests.
+    pub compressed_tokens: u64,
 }
 
 /// The Unix ms of local midnight starting `date` (`YYYY-MM-DD` or `YYYYMMDD`).
@@ -108,7 +110,7 @@ pub fn grouped(
             SUM(cache_write_tokens), SUM(cache_read_tokens), SUM(reasoning_tokens),
             COALESCE(SUM(cost_usd), 0.0) AS cost, COALESCE(SUM(premium_cost_usd), 0.0),
             COALESCE(SUM(saved_usd), 0.0), COUNT(*) - COUNT(cost_usd),
-            SUM(status >= 400)
+            SUM(status >= 400), SUM(compressed_tokens)
          FROM requests WHERE ts_ms >= ?1 AND ts_ms < ?2
          GROUP BY key ORDER BY {order}",
         key = group.key_sql()
@@ -131,6 +133,7 @@ pub fn grouped(
             saved_usd: row.get(9)?,
             unpriced: u(10)?,
             errors: u(11)?,
+            compressed_tokens: u(12)?,
         })
     })?;
     rows.collect()
@@ -155,6 +158,7 @@ pub fn total(rows: &[Totals]) -> Totals {
             sum.saved_usd += row.saved_usd;
             sum.unpriced += row.unpriced;
             sum.errors += row.errors;
+            sum.compressed_tokens += row.compressed_tokens;
             sum
         },
     )
