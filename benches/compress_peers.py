@@ -69,7 +69,10 @@ def program_of(command):
     for sep in ("&&", ";"):
         stage = stage.split(sep)[-1]
     stage = stage.split("|")[0].strip()
-    words = shlex.split(stage)
+    try:
+        words = shlex.split(stage)
+    except ValueError:  # a quoted `;` or `|` cut the stage: the command's own words
+        words = command.split()
     if words[:2] == ["python", "-m"]:
         words = words[2:]
     if words[:1] == ["npx"]:

@@ -95,6 +95,7 @@ sed -i '0,/assert /s//assert 2 == 3 and /' "$P/testing/test_hookcaller.py"
 sed -i '0,/assert /s//assert "no" in "yes" and /' "$P/testing/test_details.py"
 record pytest-fail             python "$P" "python -m pytest"
 git -C "$P" checkout -q -- .
+(cd "$A" && python -m pip install -q -e .)
 record pytest-attrs            python "$A" "python -m pytest -q -p no:cacheprovider tests/test_make.py tests/test_funcs.py"
 sed -i '0,/        assert /s//        assert False, "broken on purpose"\n        assert /' "$A/tests/test_funcs.py"
 record pytest-attrs-fail       python "$A" "python -m pytest -x -p no:cacheprovider tests/test_funcs.py"

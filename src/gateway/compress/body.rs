@@ -60,7 +60,14 @@ pub fn rewrite(
                 call.id.clone(),
                 Call {
                     name: call.name.clone(),
-                    command: command_of(&call.arguments),
+                    // A freeform shell tool (Codex's `exec`) sends the command itself.
+                    command: command_of(&call.arguments).or_else(|| {
+                        let freeform = !call.arguments.trim_start().starts_with('{');
+                        let shell = ["exec", "shell", "bash"]
+                            .iter()
+                            .any(|n| call.name.to_ascii_lowercase().contains(n));
+                        (freeform && shell).then(|| call.arguments.clone())
+                    }),
                 },
             );
         }

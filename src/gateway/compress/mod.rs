@@ -238,15 +238,7 @@ pub fn recall_line(lines: usize, kept: usize, id: &str) -> String {
 }
 
 fn thousands(n: usize) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
+    crate::gateway::usage::report::thousands(n as u64)
 }
 
 #[cfg(test)]

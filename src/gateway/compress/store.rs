@@ -52,6 +52,8 @@ impl Store {
                 text = text.replace(key.as_str(), "[redacted]").into();
             }
         }
+        // Not `state::write_private`: its fsync would put a disk flush on the request path,
+        // and an original lost to a power cut only makes one `xx recall` say so.
         use std::io::Write as _;
         use std::os::unix::fs::OpenOptionsExt as _;
         let tmp = self.dir.join(format!(".{id}.{}", std::process::id()));

@@ -61,7 +61,8 @@ pub fn run(paths: &Paths, ask: &Ask) -> Result<i32, Error> {
     Ok(0)
 }
 
-fn thousands(n: u64) -> String {
+/// `1234567` as `1,234,567`.
+pub(crate) fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {
