@@ -291,6 +291,20 @@ pub struct ProviderConfig {
 }
 
 impl ProviderConfig {
+    /// A model server on this machine: OpenAI-compatible, no key.
+    pub fn local_server(base_url: &str) -> ProviderConfig {
+        ProviderConfig {
+            base_url: EnvString(base_url.to_string()),
+            format: crate::agent::Protocol::Chat,
+            api_key: None,
+            api_keys: Vec::new(),
+            key_env: None,
+            headers: BTreeMap::new(),
+            models: BTreeMap::new(),
+            secret: None,
+        }
+    }
+
     /// Whether it is meant to have a key at all (a local server usually is not).
     pub fn declares_key(&self) -> bool {
         self.api_key.is_some()
@@ -1128,16 +1142,7 @@ impl Config {
         );
         all.insert(
             "local".to_string(),
-            ProviderConfig {
-                base_url: EnvString("http://127.0.0.1:11434/v1".into()),
-                format: crate::agent::Protocol::Chat,
-                api_key: None,
-                api_keys: Vec::new(),
-                key_env: None,
-                headers: BTreeMap::new(),
-                models: BTreeMap::new(),
-                secret: None,
-            },
+            ProviderConfig::local_server("http://127.0.0.1:11434/v1"),
         );
         for (name, provider) in &self.providers {
             all.insert(name.clone(), provider.clone());

@@ -122,7 +122,7 @@ impl Routing {
         {
             for (name, base_url) in &snapshot.local_servers {
                 if !config.providers.contains_key(name) && crate::config::is_plain_value(name) {
-                    provider_configs.insert(name.clone(), scan::local_provider(base_url));
+                    provider_configs.insert(name.clone(), ProviderConfig::local_server(base_url));
                 }
             }
         }
@@ -331,7 +331,6 @@ impl Gateway {
             config.compress.retention_days,
             config.compress.store_max_mb,
         );
-        prune_recall_hourly(recall.clone());
         Ok(Gateway {
             routing: arc_swap::ArcSwap::from_pointee(routing),
             scan,
@@ -641,6 +640,8 @@ pub fn run_foreground(paths: &Paths, listen: Option<&str>) -> Result<i32, Error>
         .with_ansi(false)
         .init();
     raise_open_file_limit();
+    // Only a serving gateway prunes: `proxies config check` builds one too.
+    prune_recall_hourly(gateway.compressor.store().clone());
     let threads = std::env::var("CLUTCH_GATEWAY_THREADS")
         .ok()
         .and_then(|t| t.parse::<usize>().ok())

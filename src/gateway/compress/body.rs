@@ -106,13 +106,13 @@ pub fn rewrite(
             let Some(condensed) = condense(&input, settings) else {
                 continue;
             };
-            saved += condensed.tokens_saved(&output);
             if edits
                 .iter()
                 .any(|(r, _)| r.start < start + needle.len() && start < r.end)
             {
                 continue;
             }
+            saved += condensed.tokens_saved(&output);
             edits.push((
                 start..start + needle.len(),
                 serde_json::Value::from(condensed.text.as_str()).to_string(),
@@ -288,7 +288,7 @@ mod tests {
     }
 
     #[test]
-    fn bodies_without_results_are_not_parsed() {
+    fn requests_without_a_long_result_are_left_alone() {
         let body = serde_json::json!({"model": "m", "messages": [{"role": "user", "content": test_output()}]});
         assert!(run(Protocol::Anthropic, &body).is_none());
     }

@@ -146,7 +146,7 @@ async fn run(
             sources.retain(|s| s.name != server.name);
             sources.push(Source {
                 name: server.name.clone(),
-                config: local_provider(&server.base_url),
+                config: ProviderConfig::local_server(&server.base_url),
                 local: true,
             });
         }
@@ -352,20 +352,6 @@ async fn run(
             seconds: (started.elapsed().as_secs_f64() * 100.0).round() / 100.0,
         },
     })
-}
-
-/// A model server on this machine as a provider: OpenAI-compatible, no key.
-pub fn local_provider(base_url: &str) -> ProviderConfig {
-    ProviderConfig {
-        base_url: crate::config::EnvString::from(base_url.to_string()),
-        format: crate::agent::Protocol::Chat,
-        api_key: None,
-        api_keys: Vec::new(),
-        key_env: None,
-        headers: BTreeMap::new(),
-        models: BTreeMap::new(),
-        secret: None,
-    }
 }
 
 fn label(kind: ScanKind) -> &'static str {
